@@ -1,0 +1,56 @@
+"""The three-row MCA sampling loop: DDIM (eta 0, i.e. Euler in sigma) with pinned rows and local blend.
+
+Rows are [condition, subject, target] (see ``layout``). Before every step a pinned row is overwritten
+with its inversion latent at that sigma, so it replays its source image and only lends its keys and
+values to the target. After every step the target outside the blend mask is replaced by the
+condition's latent at the sigma the target has just reached (so the last step leaves the background
+equal to the condition's clean latent).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .layout import CONDITION, TARGET
+
+
+@dataclass
+class RowControl:
+    """What the loop does besides plain sampling. Trajectories are ``[steps + 1, 4, h, w]``."""
+
+    pinned: dict[int, torch.Tensor] = field(default_factory=dict)
+    target_start: torch.Tensor | None = None  # the target's start latent (the condition's start noise)
+    blend_mask: torch.Tensor | None = None  # [1, 1, h, w] at latent size; 1 keeps the target
+
+
+def _blend_source(control: RowControl, x: torch.Tensor, step: int) -> torch.Tensor:
+    trajectory = control.pinned.get(CONDITION)
+    return x[CONDITION] if trajectory is None else trajectory[step].to(x)
+
+
+@torch.no_grad()
+def mca_sample_loop(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
+                    callback=None, disable: bool | None = None, control: RowControl | None = None) -> torch.Tensor:
+    """k-diffusion style sampler over the 3-row batch ``x`` (``model`` returns the denoised latent)."""
+    extra_args = {} if extra_args is None else extra_args
+    control = RowControl() if control is None else control
+    x = x.clone()
+    if control.target_start is not None:
+        x[TARGET] = control.target_start.to(x)
+    ones = x.new_ones([x.shape[0]])
+    steps = len(sigmas) - 1
+    blend = None if control.blend_mask is None else control.blend_mask[0].to(x)
+    for i in range(steps):
+        for row, trajectory in control.pinned.items():
+            x[row] = trajectory[i].to(x)
+        sigma = sigmas[i]
+        denoised = model(x, sigma * ones, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+        x = x + (x - denoised) / sigma * (sigmas[i + 1] - sigma)
+        if blend is not None:
+            x[TARGET] = blend * x[TARGET] + (1 - blend) * _blend_source(control, x, i + 1)
+    for row, trajectory in control.pinned.items():
+        x[row] = trajectory[steps].to(x)
+    return x

@@ -1,0 +1,58 @@
+"""The inversion trajectory that travels along a LATENT wire, and its checks against a schedule.
+
+``latent["mca_trajectory"] = {"latents": [steps + 1, batch, 4, h, w], "sigmas": [steps + 1]}``, in
+*sampling* order: ``latents[i]`` is the latent at ``sigmas[i]`` (noisiest first, clean last), in the
+model's internal latent space (SD1.5: VAE latent x 0.18215), which is where samplers work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+TRAJECTORY_KEY = "mca_trajectory"
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    latents: torch.Tensor
+    sigmas: torch.Tensor
+
+    @property
+    def steps(self) -> int:
+        return self.sigmas.numel() - 1
+
+    def row(self, index: int = 0) -> torch.Tensor:
+        """``[steps + 1, 4, h, w]`` for one batch item."""
+        return self.latents[:, index]
+
+    def to_dict(self) -> dict:
+        return {"latents": self.latents, "sigmas": self.sigmas}
+
+
+def from_inversion(states: list[torch.Tensor], ascending_sigmas: torch.Tensor) -> Trajectory:
+    """Turn an inversion walk (clean first) into a trajectory in sampling order."""
+    return Trajectory(latents=torch.stack(states[::-1]).cpu(), sigmas=ascending_sigmas.flip(0).cpu())
+
+
+def read_trajectory(latent: dict, name: str) -> Trajectory | None:
+    """The trajectory a LATENT carries, or None."""
+    data = latent.get(TRAJECTORY_KEY)
+    if data is None:
+        return None
+    return Trajectory(latents=data["latents"], sigmas=data["sigmas"])
+
+
+def check_matches_schedule(trajectory: Trajectory, sigmas: torch.Tensor, name: str) -> None:
+    """Refuse a trajectory recorded on another schedule (other step count, scheduler or model)."""
+    sigmas = sigmas.detach().cpu().float()
+    if trajectory.steps != sigmas.numel() - 1:
+        raise ValueError(
+            f"{name} was inverted with {trajectory.steps} steps but the sampler uses {sigmas.numel() - 1}: "
+            f"set the same steps (and scheduler) on MCA DDIM Invert and MCA Sampler."
+        )
+    if not torch.allclose(trajectory.sigmas.float(), sigmas, rtol=1e-4, atol=1e-6):
+        raise ValueError(
+            f"{name} was inverted on another noise schedule than the sampler's: use the same scheduler "
+            f"(or the same SIGMAS input) on MCA DDIM Invert and MCA Sampler."
+        )

@@ -1,0 +1,76 @@
+"""MCA DDIM Invert: a real image's latent -> its inverted noise plus the whole trajectory."""
+from __future__ import annotations
+
+import torch
+
+import comfy.sample
+import comfy.samplers
+
+from ..mca_attention.inversion import ddim_inversion_walk
+from ..mca_attention.trajectory import TRAJECTORY_KEY, from_inversion
+from .common import CATEGORY, check_sd15_latent, schedule_sigmas
+from .progress import sampling_callback
+
+
+def same_prompt(positive: list, negative: list) -> bool:
+    """True when CFG would be wasted work: cond and uncond are the very same prompt."""
+    if len(positive) != len(negative):
+        return False
+    return all(p[0].shape == n[0].shape and torch.equal(p[0], n[0]) for p, n in zip(positive, negative))
+
+
+def invert_latent(model, samples: torch.Tensor, positive: list, negative: list, cfg: float,
+                  sigmas: torch.Tensor, callback=None, disable_pbar: bool = True) -> dict:
+    """Run the inversion walk inside ComfyUI's sampler machinery; returns a LATENT dict."""
+    check_sd15_latent(samples, "latent")
+    ascending = sigmas.flip(0)
+    if same_prompt(positive, negative):
+        cfg = 1.0  # identical cond and uncond: CFG changes nothing, so skip the uncond pass
+    states: list[torch.Tensor] = []
+    sampler = comfy.samplers.KSAMPLER(ddim_inversion_walk, extra_options={"trajectory": states})
+    noise = torch.zeros_like(samples)
+    inverted = comfy.sample.sample_custom(model, noise, cfg, sampler, ascending, positive, negative, samples,
+                                          callback=callback, disable_pbar=disable_pbar, seed=0)
+    return {"samples": inverted, TRAJECTORY_KEY: from_inversion(states, ascending).to_dict()}
+
+
+class MCADDIMInvert:
+    DESCRIPTION = ("Deterministic DDIM inversion (the MCA-Ctrl / MasaCtrl update) of a VAE-encoded image. "
+                   "Outputs the inverted noise and carries the latent at every noise level, which the MCA "
+                   "Sampler replays to pin the subject and condition rows.")
+    CATEGORY = CATEGORY
+    FUNCTION = "invert"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("inverted",)
+    OUTPUT_TOOLTIPS = ("The inverted noise, with the whole inversion trajectory attached for MCA Sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The SD1.5 model (unpatched is fine; the MCA patch does not act here)."}),
+                "latent": ("LATENT", {"tooltip": "The image encoded with VAE Encode."}),
+                "positive": ("CONDITIONING", {"tooltip": "Inversion prompt; an empty prompt is the paper's setting."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
+                                  "tooltip": "Must equal the MCA Sampler's steps (ddim_uniform schedule)."}),
+                "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                  "tooltip": "Guidance during inversion; 1.0 reconstructs best. Skipped when the "
+                                             "negative equals the prompt (or is not connected)."}),
+            },
+            "optional": {
+                "negative": ("CONDITIONING", {"tooltip": "Only used when cfg != 1 and it differs from the prompt."}),
+                "sigmas": ("SIGMAS", {"tooltip": "Optional schedule from any scheduler node (noisiest first); "
+                                                 "overrides steps. Give the MCA Sampler the same one."}),
+            },
+        }
+
+    def invert(self, model, latent, positive, steps, cfg, negative=None, sigmas=None):
+        schedule = schedule_sigmas(model, steps, sigmas)
+        callback = sampling_callback(model, schedule.numel() - 1)
+        result = invert_latent(model, latent["samples"], positive, negative if negative is not None else positive,
+                               cfg, schedule, callback=callback, disable_pbar=False)
+        return ({**{k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}, **result},)
+
+
+NODE_CLASS_MAPPINGS = {"MCA_DDIMInvert": MCADDIMInvert}
+NODE_DISPLAY_NAME_MAPPINGS = {"MCA_DDIMInvert": "MCA DDIM Invert"}
