@@ -133,12 +133,13 @@ class MCASiteAttention:
     def __call__(self, q, k, v, extra_options):
         step = current_step(extra_options)
         op = Op.NONE if step is None else self.state.schedule.op_at(step[0], self.layer, step[1])
+        chunks = len(extra_options["cond_or_uncond"])
+        if op is not Op.NONE and q.shape[0] != ROWS_PER_CHUNK * chunks:
+            _warn_not_mca_batch(q.shape[0] // chunks)
+            op = Op.NONE
         if self.state.trace is not None and step is not None:
-            self.state.trace.append((step[0], self.layer, op, len(extra_options["cond_or_uncond"])))
+            self.state.trace.append((step[0], self.layer, op, chunks))
         if op is Op.NONE:
-            return self._ordinary(q, k, v, extra_options)
-        if q.shape[0] != ROWS_PER_CHUNK * len(extra_options["cond_or_uncond"]):
-            _warn_not_mca_batch(q.shape[0] // len(extra_options["cond_or_uncond"]))
             return self._ordinary(q, k, v, extra_options)
 
         rows = row_layout(q.shape[0], extra_options["cond_or_uncond"], q.device)

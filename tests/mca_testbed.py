@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMFY_DIR = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
 PACK_LINK = COMFY_DIR / "custom_nodes" / "mca_ctrl"
 CACHE_DIR = Path(os.environ.get("MCA_TEST_CACHE", Path.home() / ".cache" / "mca-ctrl-tests"))
-RANDOM_CHECKPOINT = "sd15_random_fp16.safetensors"
+RANDOM_CHECKPOINT = "sd15_random_v2_fp16.safetensors"  # bump when the recipe changes
 
 if str(COMFY_DIR) not in sys.path:
     sys.path.insert(0, str(COMFY_DIR))
@@ -53,12 +53,16 @@ def boot_comfy():
 
 
 def init_weights(module: torch.nn.Module, seed: int, std: float = 0.02) -> None:
-    """ComfyUI leaves weights empty: norms to 1, other 1-D to 0, the rest N(0, std), seeded."""
+    """ComfyUI leaves weights empty: norm scales to 1, other 1-D (biases) to 0, the rest N(0, std), seeded."""
+    norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm)
+    norm_scales = {id(m.weight) for m in module.modules() if isinstance(m, norm_types) and m.weight is not None}
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, param in module.named_parameters():
-            if param.dim() == 1 or param.dim() == 0:
-                param.fill_(1.0 if "norm" in name and name.endswith("weight") else 0.0)
+        for param in module.parameters():
+            if id(param) in norm_scales:
+                param.fill_(1.0)
+            elif param.dim() <= 1:
+                param.zero_()
             else:
                 param.copy_(torch.randn(param.shape, generator=generator, dtype=torch.float32).to(param.dtype) * std)
 

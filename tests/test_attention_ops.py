@@ -1,0 +1,163 @@
+"""SALQ and SAGI against a dense masked-softmax reference written here; schedule, layout, step lookup."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mca_testbed  # noqa: F401  (puts the repository on sys.path)
+from mca_attention import MCASchedule, Op, PRESETS, row_layout, sagi, salq, site_mask, step_at_sigma
+
+TOKENS = 64  # an 8 x 8 site
+
+
+def dense_attention(q, k, v, allowed: torch.Tensor, heads: int) -> torch.Tensor:
+    """Full score matrix, disallowed keys at -inf; an empty key set falls back to all keys."""
+    if not bool(allowed.any()):
+        allowed = torch.ones_like(allowed)
+    b, n, inner = q.shape
+    d = inner // heads
+    qh, kh, vh = (t.reshape(b, t.shape[1], heads, d).permute(0, 2, 1, 3) for t in (q, k, v))
+    scores = (qh @ kh.transpose(-1, -2)) * d ** -0.5
+    scores = scores.masked_fill(~allowed.view(1, 1, 1, -1), float("-inf"))
+    out = scores.softmax(-1) @ vh
+    return out.permute(0, 2, 1, 3).reshape(b, n, inner)
+
+
+def reference_blend(q_fg, k_fg, v_fg, q_bg, k_bg, v_bg, subject_mask, edit_mask, heads):
+    rows = []
+    for r in range(q_fg.shape[0]):
+        ms = subject_mask if subject_mask.dim() == 1 else subject_mask[r]
+        me = edit_mask if edit_mask.dim() == 1 else edit_mask[r]
+        row = slice(r, r + 1)
+        fg = dense_attention(q_fg[row], k_fg[row], v_fg[row], ms > 0.5, heads)
+        bg = dense_attention(q_bg[row], k_bg[row], v_bg[row], me <= 0.5, heads)
+        rows.append(me[None, :, None] * fg + (1 - me[None, :, None]) * bg)
+    return torch.cat(rows)
+
+
+def masks(kind: str, generator: torch.Generator) -> torch.Tensor:
+    if kind == "zeros":
+        return torch.zeros(TOKENS)
+    if kind == "ones":
+        return torch.ones(TOKENS)
+    if kind == "half":
+        return (torch.arange(TOKENS) < TOKENS // 2).float()
+    if kind == "random":
+        return (torch.rand(TOKENS, generator=generator) > 0.5).float()
+    return torch.rand(TOKENS, generator=generator)  # soft values
+
+
+KINDS = ["zeros", "ones", "half", "random", "soft"]
+
+
+def qkv(generator, batch=2, heads=8, dim_head=8):
+    return [torch.randn(batch, TOKENS, heads * dim_head, generator=generator) for _ in range(6)]
+
+
+@pytest.mark.parametrize("heads", [1, 8])
+@pytest.mark.parametrize("subject_kind", KINDS)
+@pytest.mark.parametrize("edit_kind", KINDS)
+def test_salq_and_sagi_match_dense_reference(heads, subject_kind, edit_kind):
+    generator = torch.Generator().manual_seed(heads * 100 + KINDS.index(subject_kind) * 10 + KINDS.index(edit_kind))
+    q_t, k_s, v_s, q_s, k_c, v_c = qkv(generator, heads=heads)
+    q_c = torch.randn_like(q_t)
+    subject_mask, edit_mask = masks(subject_kind, generator), masks(edit_kind, generator)
+
+    out = salq(q_t, k_s, v_s, k_c, v_c, subject_mask, edit_mask, heads)
+    expected = reference_blend(q_t, k_s, v_s, q_t, k_c, v_c, subject_mask, edit_mask, heads)
+    assert out.shape == q_t.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+    out = sagi(q_s, k_s, v_s, q_c, k_c, v_c, subject_mask, edit_mask, heads)
+    expected = reference_blend(q_s, k_s, v_s, q_c, k_c, v_c, subject_mask, edit_mask, heads)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_per_row_masks_match_reference():
+    generator = torch.Generator().manual_seed(7)
+    q_t, k_s, v_s, _, k_c, v_c = qkv(generator, batch=3)
+    subject_mask = (torch.rand(3, TOKENS, generator=generator) > 0.5).float()
+    edit_mask = torch.rand(3, TOKENS, generator=generator)
+    out = salq(q_t, k_s, v_s, k_c, v_c, subject_mask, edit_mask, 8)
+    expected = reference_blend(q_t, k_s, v_s, q_t, k_c, v_c, subject_mask, edit_mask, 8)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_empty_subject_keys_fall_back_to_the_subject_rows_ordinary_attention():
+    generator = torch.Generator().manual_seed(3)
+    q_t, k_s, v_s, _, k_c, v_c = qkv(generator, batch=1)
+    edit_mask = torch.ones(TOKENS)  # everything is foreground
+    out = salq(q_t, k_s, v_s, k_c, v_c, torch.zeros(TOKENS), edit_mask, 8)
+    assert torch.isfinite(out).all()
+    plain = dense_attention(q_t, k_s, v_s, torch.ones(TOKENS, dtype=torch.bool), 8)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_mask_vanishing_at_a_coarse_site_stays_finite():
+    mask = torch.zeros(64, 64)
+    mask[10, 10] = 1.0  # one pixel: gone after a nearest resize to 2 x 2
+    coarse = site_mask(mask, 2, 2)
+    assert coarse.sum() == 0
+    generator = torch.Generator().manual_seed(4)
+    q = [torch.randn(1, 4, 16, generator=generator) for _ in range(5)]
+    out = salq(q[0], q[1], q[2], q[3], q[4], coarse, torch.ones(4), 2)
+    assert torch.isfinite(out).all()
+
+
+def test_mask_shape_errors_are_clear():
+    q = torch.zeros(1, TOKENS, 8)
+    with pytest.raises(ValueError, match="subject_mask"):
+        salq(q, q, q, q, q, torch.zeros(TOKENS + 1), torch.zeros(TOKENS), 1)
+
+
+def test_site_mask_is_nearest_and_row_major():
+    mask = torch.zeros(4, 4)
+    mask[0, 2:] = 1.0  # top-right corner
+    assert site_mask(mask, 2, 2).tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_swap_preset_at_50_steps_reproduces_the_official_schedule():
+    table = PRESETS["swap"].table(50)
+    for step in range(50):
+        for layer in range(16):
+            if step < 5:
+                expected = Op.SAGI  # E_GI = int(50 * 0.1)
+            elif layer >= 9:
+                expected = Op.SALQ  # S_LQ = 4, but SAGI takes precedence at step 4
+            else:
+                expected = Op.NONE
+            assert table[step][layer] is expected, (step, layer)
+
+
+def test_generation_preset_runs_salq_at_every_layer_after_sagi():
+    table = PRESETS["generation"].table(20)
+    assert all(op is Op.SAGI for op in table[0] + table[1])
+    assert all(op is Op.SALQ for row in table[2:] for op in row)
+
+
+def test_schedule_fractions_follow_the_step_count():
+    schedule = MCASchedule(sagi_start=0.0, sagi_end=0.4, salq_start=0.2, salq_end=0.8, salq_first_layer=12)
+    sagi_steps, salq_steps = schedule.step_ranges(10)
+    assert list(sagi_steps) == [0, 1, 2, 3] and list(salq_steps) == [2, 3, 4, 5, 6, 7]
+    assert schedule.op_at(3, 0, 10) is Op.SAGI
+    assert schedule.op_at(5, 11, 10) is Op.NONE and schedule.op_at(5, 12, 10) is Op.SALQ
+    assert schedule.op_at(8, 15, 10) is Op.NONE
+    with pytest.raises(ValueError, match="fraction"):
+        MCASchedule(sagi_end=1.5)
+
+
+def test_step_at_sigma_exact_and_intermediate():
+    sigmas = torch.tensor([14.6, 7.0, 3.0, 1.0, 0.0])
+    assert [step_at_sigma(float(s), sigmas) for s in sigmas[:-1]] == [0, 1, 2, 3]
+    assert step_at_sigma(5.0, sigmas) == 1  # a solver's intermediate sigma belongs to its step
+    assert step_at_sigma(0.5, sigmas) == 3
+
+
+def test_row_layout_follows_cond_or_uncond():
+    rows = row_layout(6, [1, 0])
+    assert rows.condition.tolist() == [0, 3] and rows.subject.tolist() == [1, 4] and rows.target.tolist() == [2, 5]
+    assert rows.keep.tolist() == [0, 1, 3, 4]
+    assert row_layout(3, [0]).target.tolist() == [2]
+    with pytest.raises(ValueError, match="3-row batch"):
+        row_layout(4, [1, 0])
