@@ -43,6 +43,9 @@ def boot_comfy():
         import comfy.cli_args  # noqa: F401  (parses the arguments once)
     finally:
         sys.argv = saved_argv
+    # As main.py does: ComfyUI's `utils` package first, because importing `nodes` puts comfy/ (with its
+    # utils.py) at the front of sys.path.
+    import utils.extra_config  # noqa: F401
     import nodes
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
