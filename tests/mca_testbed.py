@@ -254,14 +254,23 @@ class RecordingServer:
         pass
 
 
-def execute_prompt(prompt: dict) -> tuple[object, RecordingServer]:
-    """Validate and run an API-format prompt through ComfyUI's real executor, in-process."""
+def new_executor():
+    """ComfyUI's real PromptExecutor with a recording stub server; it caches outputs across prompts."""
     boot_comfy()
     import execution
 
     server = RecordingServer()
     executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
                                         cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+    return executor, server
+
+
+def execute_prompt(prompt: dict, executor=None) -> tuple[object, RecordingServer]:
+    """Validate and run an API-format prompt through ComfyUI's real executor, in-process."""
+    import execution
+
+    executor, server = executor or new_executor()
+    server.messages.clear()
     prompt_id = str(uuid.uuid4())
     valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
     if not valid[0]:
@@ -270,9 +279,16 @@ def execute_prompt(prompt: dict) -> tuple[object, RecordingServer]:
     return executor, server
 
 
-def execution_error(server: RecordingServer) -> str | None:
-    """The exception message of an ``execution_error`` event, if the run failed."""
-    for event, data in server.messages:
+def node_output(executor, node_id: str, index: int = 0):
+    """One output value of an executed node, from the executor's cache."""
+    entry = executor.caches.outputs.get(node_id)
+    outputs = getattr(entry, "outputs", entry)
+    return outputs[index][0]
+
+
+def execution_error(executor) -> str | None:
+    """The exception message of an ``execution_error`` status message, if the run failed."""
+    for event, data in executor.status_messages:
         if event == "execution_error":
             return data["exception_message"]
     return None
