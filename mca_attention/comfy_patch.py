@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from .attention import RegionPlan, blend_regions, plan_regions
+from .cross_attention_mask import CrossAttentionRecorder, token_attention_map
 from .layout import ROWS_PER_CHUNK, row_layout
 from .masks import as_single_mask, site_mask
 from .schedule import NUM_SD15_LAYERS, MCASchedule, Op, step_at_sigma
@@ -36,6 +37,7 @@ class AttentionSite:
     block_number: int
     block_index: int
     layer: int
+    transformer: torch.nn.Module = field(compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -53,8 +55,8 @@ def find_attention_sites(diffusion_model: torch.nn.Module) -> list[AttentionSite
     for block_name, blocks in groups:
         for number, block in enumerate(blocks):
             for module in block:
-                for depth, _ in enumerate(getattr(module, "transformer_blocks", [])):
-                    sites.append(AttentionSite(block_name, number, depth, len(sites)))
+                for depth, transformer in enumerate(getattr(module, "transformer_blocks", [])):
+                    sites.append(AttentionSite(block_name, number, depth, len(sites), transformer))
     return sites
 
 
@@ -71,28 +73,41 @@ class MCAState:
 
     Travels in ``transformer_options`` so that the MCA Sampler can read the mode and masks; a
     ComfyUI ``clone()`` (0.3.75 deep-copies model options) keeps sharing this one object.
+    The edit mask is either given, or (generation) derived each step from cross-attention.
     """
 
     schedule: MCASchedule
     subject_mask: torch.Tensor
-    edit_mask: torch.Tensor
+    edit_mask: torch.Tensor | None
     mode: str = "swap"
+    cross: CrossAttentionRecorder | None = None
     trace: list | None = None  # when a list, every call appends (step, layer, op, chunks)
     _plans: dict = field(default_factory=dict, repr=False)
 
     def __deepcopy__(self, memo):
         return self
 
-    def plan(self, height: int, width: int, device: torch.device) -> RegionPlan:
+    def edit_mask_at(self, run, step: int) -> torch.Tensor | None:
+        if self.edit_mask is not None:
+            return self.edit_mask
+        return self.cross.mask_before(run, step)
+
+    def plan(self, height: int, width: int, device: torch.device, run, step: int) -> RegionPlan | None:
+        """Index sets for this site; None while a cross-attention mask is not available yet.
+
+        Built once per site resolution and edit mask (once per run, or once per step when the mask
+        comes from cross-attention), not per attention call.
+        """
+        edit = self.edit_mask_at(run, step)
+        if edit is None:
+            return None
         key = (height, width, str(device))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = plan_regions(
-                site_mask(self.subject_mask, height, width).to(device),
-                site_mask(self.edit_mask, height, width).to(device),
-            )
-            self._plans[key] = plan
-        return plan
+        cached = self._plans.get(key)
+        if cached is None or cached[0] is not edit:
+            plan = plan_regions(site_mask(self.subject_mask, height, width).to(device),
+                                site_mask(edit, height, width).to(device))
+            cached = self._plans[key] = (edit, plan)
+        return cached[1]
 
 
 def current_step(extra_options: dict) -> tuple[int, int] | None:
@@ -137,14 +152,17 @@ class MCASiteAttention:
         if op is not Op.NONE and q.shape[0] != ROWS_PER_CHUNK * chunks:
             _warn_not_mca_batch(q.shape[0] // chunks)
             op = Op.NONE
+        plan = None
+        if op is not Op.NONE:
+            height, width = extra_options["activations_shape"][-2:]
+            plan = self.state.plan(int(height), int(width), q.device, extra_options["sample_sigmas"], step[0])
+            op = op if plan is not None else Op.NONE
         if self.state.trace is not None and step is not None:
             self.state.trace.append((step[0], self.layer, op, chunks))
         if op is Op.NONE:
             return self._ordinary(q, k, v, extra_options)
 
         rows = row_layout(q.shape[0], extra_options["cond_or_uncond"], q.device)
-        height, width = extra_options["activations_shape"][-2:]
-        plan = self.state.plan(int(height), int(width), q.device)
         heads = extra_options["n_heads"]
         c, s, t = rows.condition, rows.subject, rows.target
         if op is Op.SALQ:
@@ -161,9 +179,47 @@ class MCASiteAttention:
         return out
 
 
-def patch_model(model, schedule: MCASchedule, subject_mask: torch.Tensor, edit_mask: torch.Tensor,
-                mode: str = "swap"):
-    """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at all 16 SD1.5 sites."""
+def _third_level_size(original_shape) -> tuple[int, int]:
+    """Latent size after two stride-2 downsamplings (16 x 16 for a 64 x 64 latent)."""
+    height, width = int(original_shape[-2]), int(original_shape[-1])
+    return -(-(-(-height // 2)) // 2), -(-(-(-width // 2)) // 2)
+
+
+class MCACrossAttentionProbe:
+    """attn2_patch (a composable list entry): records the target's cross-attention to the subject words."""
+
+    def __init__(self, state: MCAState, sites: list[AttentionSite]):
+        self.state = state
+        self.cross_attention = {site.key: site.transformer.attn2 for site in sites}
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        step = current_step(extra_options)
+        cond_or_uncond = extra_options.get("cond_or_uncond", [])
+        height, width = (int(v) for v in extra_options["activations_shape"][-2:])
+        if (step is None or 0 not in cond_or_uncond or n.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond)
+                or (height, width) != _third_level_size(extra_options["original_shape"])):
+            return n, context, value
+        block = extra_options["block"]
+        module = self.cross_attention[(block[0], block[1], extra_options.get("block_index", 0))]
+        rows = row_layout(n.shape[0], cond_or_uncond, n.device)
+        target = rows.target[[i for i, kind in enumerate(cond_or_uncond) if kind == 0]]
+        q = module.to_q(n[target])
+        k = module.to_k(context[target])
+        flat = token_attention_map(q, k, extra_options["n_heads"], self.state.cross.token_indices).mean(0)
+        self.state.cross.record(extra_options["sample_sigmas"], step[0], flat, height, width)
+        return n, context, value
+
+
+def patch_model(model, schedule: MCASchedule, subject_mask: torch.Tensor, edit_mask: torch.Tensor | None,
+                mode: str = "swap", subject_tokens: list[int] | None = None):
+    """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at all 16 SD1.5 sites.
+
+    Without ``edit_mask`` the edit region comes from the target's cross-attention to the text tokens at
+    ``subject_tokens`` (generation mode).
+    """
     sites = find_attention_sites(model.get_model_object("diffusion_model"))
     if len(sites) != NUM_SD15_LAYERS:
         raise ValueError(
@@ -173,18 +229,24 @@ def patch_model(model, schedule: MCASchedule, subject_mask: torch.Tensor, edit_m
     latent_channels = getattr(model.model.latent_format, "latent_channels", 4)
     if latent_channels != 4:
         raise ValueError(f"MCA needs an SD1.5 model with 4 latent channels; this one has {latent_channels}.")
+    if edit_mask is None and not subject_tokens:
+        raise ValueError("MCA Attention Patch needs an edit_mask, or (generation) the subject word's token "
+                         "positions in the target prompt to derive it from cross-attention.")
 
     state = MCAState(
         schedule=schedule,
         subject_mask=_clone_with_empty_masks_check(subject_mask, "subject_mask"),
-        edit_mask=as_single_mask(edit_mask, "edit_mask").detach().to("cpu").clone(),
+        edit_mask=None if edit_mask is None else as_single_mask(edit_mask, "edit_mask").detach().to("cpu").clone(),
         mode=mode,
+        cross=None if edit_mask is not None else CrossAttentionRecorder(subject_tokens),
     )
     patched = model.clone()
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     for site in sites:
         previous = existing.get(site.key) or existing.get(site.key[:2])
         patched.set_model_attn1_replace(MCASiteAttention(state, site.layer, previous), *site.key)
+    if state.cross is not None:
+        patched.set_model_attn2_patch(MCACrossAttentionProbe(state, sites))
     # Copy-on-write: the clone's dict may still be shared with the input model on newer ComfyUI.
     transformer_options = dict(patched.model_options.get("transformer_options", {}))
     transformer_options[STATE_KEY] = state

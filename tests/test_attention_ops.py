@@ -161,3 +161,36 @@ def test_row_layout_follows_cond_or_uncond():
     assert row_layout(3, [0]).target.tolist() == [2]
     with pytest.raises(ValueError, match="3-row batch"):
         row_layout(4, [1, 0])
+
+
+def test_cross_attention_map_matches_a_per_head_reference():
+    from mca_attention.cross_attention_mask import token_attention_map
+
+    generator = torch.Generator().manual_seed(5)
+    heads, d = 4, 8
+    q, k = torch.randn(2, 16, heads * d, generator=generator), torch.randn(2, 77, heads * d, generator=generator)
+    got = token_attention_map(q, k, heads, [3, 4])
+    expected = torch.zeros(2, 16)
+    for h in range(heads):
+        qh, kh = q[..., h * d:(h + 1) * d], k[..., h * d:(h + 1) * d]
+        probs = torch.softmax(qh @ kh.transpose(1, 2) / d ** 0.5, dim=-1)
+        expected += (probs[..., 3] + probs[..., 4]) / heads
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_mask_from_maps_normalises_and_sets_the_top_30_percent():
+    from mca_attention.cross_attention_mask import mask_from_maps
+
+    maps = [torch.arange(10.0), torch.arange(10.0) + 10]
+    mask = mask_from_maps(maps, 2, 5).flatten()
+    assert mask.shape == (10,)
+    assert mask[7:].tolist() == [1.0, 1.0, 1.0]  # top 30% of 10 positions
+    torch.testing.assert_close(mask[:7], torch.arange(7.0) / 9)  # min-max normalised, soft below the top
+
+
+def test_find_token_positions():
+    from mca_attention.cross_attention_mask import find_token_positions
+
+    assert find_token_positions([49406, 320, 1929, 530, 320, 1929, 49407], [1929]) == [2, 5]
+    assert find_token_positions([49406, 320, 11, 12, 49407], [11, 12]) == [2, 3]
+    assert find_token_positions([1, 2, 3], [4]) == []

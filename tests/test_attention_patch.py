@@ -173,3 +173,26 @@ def test_refuses_an_empty_subject_mask(core, tiny_model):
     schedule = core["Schedule"](**SCHEDULE_KW)
     with pytest.raises(ValueError, match="subject_mask is empty"):
         core["patch"](tiny_model, schedule, torch.zeros(1, 64, 64), square_mask(64, 8, 40))
+
+
+def test_generation_derives_the_edit_mask_from_cross_attention(core, tiny_model):
+    from mca_attention.cross_attention_mask import mask_from_maps
+
+    model = core["patch"](tiny_model, core["Schedule"](**SCHEDULE_KW), square_mask(64, 16, 48), None,
+                          mode="generation", subject_tokens=[2, 3])
+    state = core["state"](model)
+    state.trace = []
+    rows = sample_rows(core, model)
+    recorder = state.cross
+    # maps come from the 2 x 2 sites (third level of an 8 x 8 latent): 5 of them per step, cond half only
+    assert sorted(recorder._maps) == list(range(STEPS)) and all(len(m) == 5 for m in recorder._maps.values())
+    assert recorder._shape == (2, 2)
+    run = recorder._run
+    expected = mask_from_maps([m for s in (0, 1, 2) for m in recorder._maps[s]], 2, 2)
+    assert torch.equal(recorder.mask_before(run, 3), expected)
+    assert recorder.mask_before(run, 0) is None
+    ops = {(s, l): op for s, l, op, _ in state.trace}
+    assert all(ops[(0, l)] is core["Op"].NONE for l in range(16)), "no mask before the first step's maps"
+    assert all(ops[(1, l)] is core["Op"].SAGI for l in range(16))
+    assert fired(core, state.trace, "salq") == EXPECTED_SALQ
+    assert torch.isfinite(rows).all()

@@ -49,3 +49,17 @@ def test_step_mismatch_is_reported_by_the_executor(executor):
     ran, server = mca_testbed.execute_prompt(graph, executor)
     message = mca_testbed.execution_error(ran)
     assert message and "inverted with 5 steps but the sampler uses 4" in message
+
+
+def test_swap_without_edit_mask_is_refused_clearly(executor):
+    graph = mca_task("swap", mca_testbed.RANDOM_CHECKPOINT)
+    del graph["patch"]["inputs"]["edit_mask"]
+    ran, _ = mca_testbed.execute_prompt(graph, executor)
+    assert "swap preset needs an edit_mask" in (mca_testbed.execution_error(ran) or "")
+
+
+def test_generation_subject_word_must_occur_in_the_target_text(executor):
+    graph = mca_task("generation", mca_testbed.RANDOM_CHECKPOINT)
+    graph["patch"]["inputs"]["subject_words"] = "giraffe"
+    ran, _ = mca_testbed.execute_prompt(graph, executor)
+    assert "'giraffe' does not occur" in (mca_testbed.execution_error(ran) or "")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 SIZE = 64
+TARGET_TEXT = "a photo of a fox on a sofa"
 
 
 def _mask(graph: dict, name: str, x: int, y: int, side: int) -> list:
@@ -40,15 +41,19 @@ def mca_task(task: str, checkpoint: str, steps: int = 5, seed: int = 1) -> dict:
         condition = ["condition_empty", 0]
     else:
         condition = _inverted_image(graph, "condition", 0x336699, steps)
-    edit = _mask(graph, "edit_mask", 24, 24, 24) if task == "add" else _mask(graph, "edit_mask", 8, 8, 40)
     graph["patch"] = {"class_type": "MCA_AttentionPatch", "inputs": {
-        "model": ["ckpt", 0], "subject_mask": _mask(graph, "subject_mask", 16, 16, 32), "edit_mask": edit,
+        "model": ["ckpt", 0], "subject_mask": _mask(graph, "subject_mask", 16, 16, 32),
         "preset": task, "sagi_start": -1.0, "sagi_end": -1.0, "salq_start": -1.0, "salq_end": -1.0,
         "salq_first_layer": -1}}
+    if task == "generation":  # the edit region comes from the target's cross-attention to "fox"
+        graph["patch"]["inputs"].update(clip=["ckpt", 1], target_text=TARGET_TEXT, subject_words="fox")
+    else:
+        graph["patch"]["inputs"]["edit_mask"] = (_mask(graph, "edit_mask", 24, 24, 24) if task == "add"
+                                                 else _mask(graph, "edit_mask", 8, 8, 40))
     graph["sampler"] = {"class_type": "MCA_Sampler", "inputs": {
         "model": ["patch", 0], "condition_prompt": _text(graph, "condition_prompt", "a photo of a cat"),
         "subject_prompt": _text(graph, "subject_prompt", "a photo of a fox"),
-        "target_prompt": _text(graph, "target_prompt", "a photo of a fox on a sofa"),
+        "target_prompt": _text(graph, "target_prompt", TARGET_TEXT),
         "negative": _text(graph, "negative", ""), "subject": subject, "condition": condition, "seed": seed,
         "steps": steps, "cfg": 7.5, "local_blend": True}}
     graph["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}}

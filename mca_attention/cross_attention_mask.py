@@ -1,0 +1,74 @@
+"""Generation without a condition image: the edit region from the target's cross-attention.
+
+The official rule: at the sites of the third resolution level (16 x 16 for a 512 px image) record the
+target's (cond half) cross-attention probabilities to the subject word's token(s), averaged over heads;
+average every recorded map so far, min-max normalise, and set the top 30% of positions to 1 (the rest
+keep their soft value). Here the mask used at step ``s`` averages the maps of steps ``< s``, so it does
+not depend on the order of calls inside a step (cond/uncond split, layer order); at step 0 there is no
+mask yet and the target keeps ordinary attention.
+"""
+from __future__ import annotations
+
+import torch
+
+TOP_FRACTION = 0.3
+
+
+def token_attention_map(q: torch.Tensor, k: torch.Tensor, heads: int, token_indices: list[int]) -> torch.Tensor:
+    """``[b, tokens_q]``: softmax attention of each query to the given text tokens, mean over heads."""
+    b, n, inner = q.shape
+    d = inner // heads
+    qh = q.reshape(b, n, heads, d).transpose(1, 2).float()
+    kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2).float()
+    probs = ((qh @ kh.transpose(-1, -2)) * d ** -0.5).softmax(-1)
+    return probs[..., token_indices].sum(-1).mean(1)
+
+
+def mask_from_maps(maps: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+    """Average flattened maps, min-max normalise, top 30% to 1: an ``[height, width]`` edit mask."""
+    image = torch.stack(maps).mean(0)
+    low, high = image.min(), image.max()
+    image = (image - low) / (high - low) if high > low else torch.ones_like(image)
+    top = torch.topk(image, max(1, int(image.numel() * TOP_FRACTION))).indices
+    image[top] = 1.0
+    return image.reshape(height, width)
+
+
+def find_token_positions(prompt_tokens: list[int], word_tokens: list[int]) -> list[int]:
+    """Positions of every occurrence of ``word_tokens`` inside ``prompt_tokens``."""
+    if not word_tokens:
+        return []
+    size = len(word_tokens)
+    positions: list[int] = []
+    for start in range(len(prompt_tokens) - size + 1):
+        if prompt_tokens[start:start + size] == word_tokens:
+            positions.extend(range(start, start + size))
+    return positions
+
+
+class CrossAttentionRecorder:
+    """Maps of one sampling run, per step; a new run (a new schedule tensor) starts afresh."""
+
+    def __init__(self, token_indices: list[int]):
+        self.token_indices = list(token_indices)
+        self._run = None
+        self._maps: dict[int, list[torch.Tensor]] = {}
+        self._shape: tuple[int, int] | None = None
+        self._masks: dict[int, torch.Tensor | None] = {}
+
+    def _enter(self, run) -> None:
+        if run is not self._run:
+            self._run, self._maps, self._masks = run, {}, {}
+
+    def record(self, run, step: int, flat_map: torch.Tensor, height: int, width: int) -> None:
+        self._enter(run)
+        self._shape = (height, width)
+        self._maps.setdefault(step, []).append(flat_map.detach().float().cpu())
+
+    def mask_before(self, run, step: int) -> torch.Tensor | None:
+        """The edit mask for ``step`` from the maps of earlier steps, or None at the first step."""
+        self._enter(run)
+        if step not in self._masks:
+            maps = [m for s, ms in self._maps.items() if s < step for m in ms]
+            self._masks[step] = mask_from_maps(maps, *self._shape) if maps else None
+        return self._masks[step]
