@@ -20,11 +20,12 @@ def same_prompt(positive: list, negative: list) -> bool:
 
 
 def invert_latent(model, samples: torch.Tensor, positive: list, negative: list, cfg: float,
-                  sigmas: torch.Tensor, callback=None, disable_pbar: bool = True) -> dict:
+                  sigmas: torch.Tensor, callback=None, disable_pbar: bool = True,
+                  skip_identical_uncond: bool = True) -> dict:
     """Run the inversion walk inside ComfyUI's sampler machinery; returns a LATENT dict."""
     check_sd15_latent(samples, "latent")
     ascending = sigmas.flip(0)
-    if same_prompt(positive, negative):
+    if skip_identical_uncond and same_prompt(positive, negative):
         cfg = 1.0  # identical cond and uncond: CFG changes nothing, so skip the uncond pass
     states: list[torch.Tensor] = []
     sampler = comfy.samplers.KSAMPLER(ddim_inversion_walk, extra_options={"trajectory": states})

@@ -1,0 +1,271 @@
+"""MCA-Ctrl cost against the plain ComfyUI floor, in one process (`make bench`).
+
+Full-size random-weight SD1.5 UNet (fp32 on CPU, fp16 on a GPU). Each figure is the median of
+--repeats runs after one warm-up. Peak memory: RSS above the phase's start on CPU (sampled every
+5 ms), torch.cuda.max_memory_allocated on a GPU. Prints a table and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+import mca_testbed  # noqa: E402  (ComfyUI first on sys.path, the pack loaded through ComfyUI)
+
+
+class PeakMemory:
+    """Peak memory of a phase: CUDA allocator peak on a GPU, sampled RSS above the start on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.process = psutil.Process()
+        self.base = self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.used = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.running = False
+            self.thread.join()
+            self.used = self.peak - self.base
+
+
+def measure(fn, repeats: int, device: torch.device) -> dict:
+    fn()  # warm-up
+    times, peaks = [], []
+    for _ in range(repeats):
+        with PeakMemory(device) as memory:
+            started = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+        peaks.append(memory.used)
+    return {"seconds": statistics.median(times), "peak_bytes": max(peaks)}
+
+
+def prompt(dim: int, seed: int, device, dtype) -> list:
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, 77, dim, generator=generator).to(device, dtype), {}]]
+
+
+def build(args):
+    pack = mca_testbed.boot_comfy()
+    import comfy.model_management
+
+    device = comfy.model_management.get_torch_device()
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    model = mca_testbed.sd15_model(seed=1, dtype=dtype)
+    if device.type == "cuda":
+        import comfy.model_patcher
+
+        model = comfy.model_patcher.ModelPatcher(model.model, load_device=device,
+                                                 offload_device=torch.device("cpu"))
+    mods = {name: importlib.import_module(f"{pack.__name__}.{name}") for name in
+            ("nodes.sampler", "nodes.ddim_invert", "nodes.common", "mca_attention.comfy_patch",
+             "mca_attention.schedule", "mca_attention.attention", "mca_attention.masks")}
+    return model, mods, device, dtype
+
+
+def square(size: int, start: float, stop: float) -> torch.Tensor:
+    mask = torch.zeros(1, size, size)
+    mask[:, int(size * start):int(size * stop), int(size * start):int(size * stop)] = 1.0
+    return mask
+
+
+def bench_sampling(model, mods, device, dtype, size: int, steps: int, repeats: int) -> dict:
+    import comfy.sample
+
+    latent_size = size // 8
+    common, invert, sampler = mods["nodes.common"], mods["nodes.ddim_invert"], mods["nodes.sampler"]
+    patch = mods["mca_attention.comfy_patch"].patch_model(
+        model, mods["mca_attention.schedule"].PRESETS["swap"], square(size, 0.25, 0.75), square(size, 0.125, 0.625))
+    sigmas = common.schedule_sigmas(model, steps, None)
+    empty = prompt(768, 0, "cpu", torch.float32)
+    images = [torch.randn(1, 4, latent_size, latent_size, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    subject, condition = (invert.invert_latent(model, image, empty, empty, 1.0, sigmas) for image in images)
+    rows = [prompt(768, s, "cpu", torch.float32) for s in (3, 4, 5)]
+    negative = prompt(768, 6, "cpu", torch.float32)
+    batch3 = [[torch.cat([p[0][0] for p in rows]), {}]]
+    zeros = torch.zeros(3, 4, latent_size, latent_size)
+    noise = comfy.sample.prepare_noise(zeros, 0)
+
+    def plain():
+        comfy.sample.sample(model, noise, steps, 7.5, "ddim", "ddim_uniform", batch3, negative, zeros,
+                            disable_pbar=True, seed=0)
+
+    def mca():
+        sampler.mca_sample(patch, *rows, negative, subject, condition, 0, 7.5, sigmas,
+                           blend_mask=square(size, 0.125, 0.625))
+
+    def inversions(skip: bool):
+        return lambda: [invert.invert_latent(model, image, empty, empty, 7.5, sigmas, skip_identical_uncond=skip)
+                        for image in images]
+
+    def swap_pipeline():
+        for image in images:
+            invert.invert_latent(model, image, empty, empty, 1.0, sigmas)
+        mca()
+
+    results = {"plain_batch3": measure(plain, repeats, device), "mca_sampler": measure(mca, repeats, device),
+               "invert2_skip_cfg": measure(inversions(True), repeats, device),
+               "invert2_forced_cfg": measure(inversions(False), repeats, device)}
+    if size == 64:
+        results["swap_pipeline"] = measure(swap_pipeline, repeats, device)
+    return results
+
+
+def bench_unet_forward(model, mods, device, dtype, size: int, repeats: int) -> dict:
+    """One UNet forward of batch 6 (3 rows x cond/uncond): plain, SALQ-step and SAGI-step."""
+    schedule_module = mods["mca_attention.schedule"]
+    latent_size = size // 8
+    unet = model.model.diffusion_model.to(device)
+    x = torch.randn(6, 4, latent_size, latent_size).to(device, dtype)
+    t = torch.full((6,), 500.0, device=device)
+    context = torch.randn(6, 77, 768).to(device, dtype)
+    sigmas = torch.tensor([10.0, 5.0, 1.0, 0.0], device=device)
+    figures = {}
+    for name, schedule in (("plain", None),
+                           ("salq_step", schedule_module.MCASchedule(0.0, 0.0, 0.0, 1.0, 9)),
+                           ("sagi_step", schedule_module.MCASchedule(0.0, 1.0, 0.0, 1.0, 9))):
+        options = {"cond_or_uncond": [1, 0], "sigmas": sigmas[1:2].repeat(6), "sample_sigmas": sigmas,
+                   "original_shape": list(x.shape)}
+        if schedule is not None:
+            patched = mods["mca_attention.comfy_patch"].patch_model(
+                model, schedule, square(size, 0.25, 0.75), square(size, 0.125, 0.625))
+            options.update(patched.model_options["transformer_options"])
+        with torch.inference_mode():
+            figures[name] = measure(lambda: unet(x, t, context=context, transformer_options=options), repeats, device)
+    return figures
+
+
+def dense_site_attention(q_t, k_s, v_s, k_c, v_c, subject_mask, edit_mask, heads):
+    """Like the official code: full score matrices with masked logits, then blend."""
+    b, n, inner = q_t.shape
+    d = inner // heads
+
+    def split(t):
+        return t.reshape(b, t.shape[1], heads, d).transpose(1, 2)
+
+    q, ks, vs, kc, vc = map(split, (q_t, k_s, v_s, k_c, v_c))
+    low = torch.finfo(q.dtype).min
+    fg = ((q @ ks.transpose(-1, -2)) * d ** -0.5).masked_fill(subject_mask.view(1, 1, 1, -1) <= 0.5, low)
+    bg = ((q @ kc.transpose(-1, -2)) * d ** -0.5).masked_fill(edit_mask.view(1, 1, 1, -1) > 0.5, low)
+    out_fg, out_bg = fg.softmax(-1) @ vs, bg.softmax(-1) @ vc
+    weight = edit_mask.view(1, 1, -1, 1)
+    return (weight * out_fg + (1 - weight) * out_bg).transpose(1, 2).reshape(b, n, inner)
+
+
+def bench_site(variant: str, repeats: int) -> dict:
+    """One SALQ call at a 64 x 64-token site (512 px image), batch 2 (cond and uncond): time and memory."""
+    attention = importlib.import_module("mca_attention.attention")
+    masks = importlib.import_module("mca_attention.masks")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    q_t, k_s, v_s, k_c, v_c = (torch.randn(2, 4096, 320, generator=generator).to(device, dtype) for _ in range(5))
+    subject = masks.site_mask(square(512, 0.25, 0.75)[0], 64, 64).to(device)
+    edit = masks.site_mask(square(512, 0.125, 0.625)[0], 64, 64).to(device)
+    if variant == "ours":
+        plan = attention.plan_regions(subject, edit)
+        fn = lambda: attention.blend_regions(q_t, k_s, v_s, q_t, k_c, v_c, plan, 8)  # noqa: E731
+    else:
+        fn = lambda: dense_site_attention(q_t, k_s, v_s, k_c, v_c, subject, edit, 8)  # noqa: E731
+    with torch.inference_mode():
+        return measure(fn, repeats, device)
+
+
+def site_in_subprocess(variant: str, repeats: int) -> dict:
+    """Each variant in a fresh process, so that one's allocations do not hide the other's peak."""
+    out = subprocess.run([sys.executable, __file__, "--site", variant, "--repeats", str(repeats)],
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes in px")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "bench_mca.json")
+    parser.add_argument("--site", choices=["ours", "dense"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.site:
+        sys.path.insert(0, str(REPO))
+        print(json.dumps(bench_site(args.site, args.repeats)))
+        return
+
+    model, mods, device, dtype = build(args)
+    on_gpu = device.type == "cuda"
+    sizes = args.sizes or ([64, 128, 256, 512] if on_gpu else [64, 128, 256])
+    steps = args.steps or (50 if on_gpu else 5)
+    report = {"machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
+                         f"{torch.cuda.get_device_name() if on_gpu else 'CPU'}",
+              "torch": torch.__version__, "dtype": str(dtype), "steps": steps, "repeats": args.repeats,
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                       cwd=REPO).stdout.strip(), "sizes": {}}
+    for size in sizes:
+        figures = bench_sampling(model, mods, device, dtype, size, steps, args.repeats)
+        figures["unet_forward_batch6"] = bench_unet_forward(model, mods, device, dtype, size, args.repeats)
+        report["sizes"][size] = figures
+        print(f"-- {size} px done", flush=True)
+    report["site_64x64"] = {variant: site_in_subprocess(variant, args.repeats) for variant in ("ours", "dense")}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print_table(report)
+
+
+def print_table(report: dict) -> None:
+    mib = 1024 ** 2
+    print(f"\nmachine: {report['machine']}  torch {report['torch']}  {report['dtype']}  "
+          f"steps {report['steps']}  median of {report['repeats']}  commit {report['commit']}")
+    print(f"{'size':>5} {'plain b3 s':>10} {'MCA s':>8} {'ratio':>6} {'mem ratio':>9} "
+          f"{'inv skip s':>10} {'inv cfg s':>9} {'ratio':>6} {'fwd plain':>9} {'fwd SALQ':>9} {'fwd SAGI':>9}")
+    for size, f in report["sizes"].items():
+        plain, mca = f["plain_batch3"], f["mca_sampler"]
+        fwd = f["unet_forward_batch6"]
+        print(f"{size:>5} {plain['seconds']:>10.2f} {mca['seconds']:>8.2f} {mca['seconds'] / plain['seconds']:>6.3f} "
+              f"{mca['peak_bytes'] / max(plain['peak_bytes'], 1):>9.3f} {f['invert2_skip_cfg']['seconds']:>10.2f} "
+              f"{f['invert2_forced_cfg']['seconds']:>9.2f} "
+              f"{f['invert2_skip_cfg']['seconds'] / f['invert2_forced_cfg']['seconds']:>6.3f} "
+              f"{fwd['plain']['seconds']:>9.3f} {fwd['salq_step']['seconds']:>9.3f} {fwd['sagi_step']['seconds']:>9.3f}")
+        if "swap_pipeline" in f:
+            print(f"      swap pipeline (2 inversions + MCA sampling): {f['swap_pipeline']['seconds']:.2f} s "
+                  f"vs plain batch-3 sampling {plain['seconds']:.2f} s")
+    site = report["site_64x64"]
+    print(f"site 64x64 tokens, SALQ: ours {site['ours']['seconds'] * 1000:.1f} ms / "
+          f"{site['ours']['peak_bytes'] / mib:.0f} MiB; dense {site['dense']['seconds'] * 1000:.1f} ms / "
+          f"{site['dense']['peak_bytes'] / mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
