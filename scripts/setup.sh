@@ -52,6 +52,9 @@ grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > 
 "$PY" -m pip install -q --disable-pip-version-check \
   -r "$ROOT/requirements-dev.txt" -r "$comfy_reqs" -r "$ROOT/requirements.txt"
 rm -f "$comfy_reqs"
+# transformers 5 beside the venv (not in it): the SLM test runs Grounding DINO under both major versions.
+"$PY" -m pip install -q --disable-pip-version-check --upgrade --no-deps --target "$VENV/transformers5" \
+  transformers==5.24.0 huggingface-hub==1.33.0 tokenizers==0.23.3
 
 mkdir -p "$COMFY/custom_nodes"
 if [ ! -L "$COMFY/custom_nodes/$LINK_NAME" ]; then

@@ -1,0 +1,189 @@
+"""SLM nodes: SAM and Grounding DINO loaders (ComfyUI model folders) and the text -> mask node."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+import comfy.model_management
+import folder_paths
+
+from ..slm import build_grounding_dino, build_sam, detect, dilate, load_state_dict, segment_boxes, union
+from ..slm.bert_compat import bert_vocab_dir
+from ..slm.preview import draw_detections
+from .common import CATEGORY
+
+SAM_FOLDER, DINO_FOLDER, BERT_FOLDER = "sams", "grounding-dino", "bert-base-uncased"
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+SAM_FILES = "sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth (Meta's segment-anything release)"
+DINO_FILES = "groundingdino_swint_ogc.pth or groundingdino_swinb_cogcoor.pth (IDEA-Research's GroundingDINO release)"
+
+
+def register_model_folders() -> None:
+    """Add models/sams, models/grounding-dino, models/bert-base-uncased; keep paths users configured."""
+    for name in (SAM_FOLDER, DINO_FOLDER, BERT_FOLDER):
+        default = os.path.join(folder_paths.models_dir, name)
+        if name not in folder_paths.folder_names_and_paths:
+            folder_paths.add_model_folder_path(name, default)
+        elif default not in folder_paths.folder_names_and_paths[name][0]:
+            folder_paths.folder_names_and_paths[name][0].append(default)
+
+
+def weight_files(folder: str) -> list[str]:
+    names = [n for n in folder_paths.get_filename_list(folder) if n.lower().endswith(WEIGHT_SUFFIXES)]
+    return names or [f"(no model in models/{folder})"]
+
+
+def resolve(folder: str, name: str, expected: str) -> str:
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        raise FileNotFoundError(f"no model file '{name}' in {folder_paths.get_folder_paths(folder)}: put {expected} "
+                                f"there (nothing is downloaded automatically).")
+    return path
+
+
+class SLMModel:
+    """A detector or segmenter kept on the CPU and moved to the compute device only while it runs."""
+
+    def __init__(self, module: torch.nn.Module, device_choice: str, **extra):
+        self.module = module
+        self.device_choice = device_choice
+        self.__dict__.update(extra)
+
+    def device(self) -> torch.device:
+        return torch.device("cpu") if self.device_choice == "cpu" else comfy.model_management.get_torch_device()
+
+    def __enter__(self):
+        return self.module.to(self.device())
+
+    def __exit__(self, *exc):
+        self.module.to(comfy.model_management.unet_offload_device())
+
+
+DEVICE_INPUT = (["auto", "cpu"], {"default": "auto", "tooltip": "auto: the GPU while running, offloaded after."})
+
+
+class MCASAMLoader:
+    DESCRIPTION = "Loads a segment-anything (SAM) checkpoint from models/sams (vit_b / vit_l / vit_h)."
+    CATEGORY = f"{CATEGORY}/SLM"
+    FUNCTION = "load"
+    RETURN_TYPES = ("MCA_SAM_MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (weight_files(SAM_FOLDER), {"tooltip": f"From models/{SAM_FOLDER}: {SAM_FILES}."}),
+            "device": DEVICE_INPUT}}
+
+    def load(self, model_name, device):
+        path = resolve(SAM_FOLDER, model_name, SAM_FILES)
+        return (SLMModel(build_sam(load_state_dict(path)), device),)
+
+
+class MCAGroundingDINOLoader:
+    DESCRIPTION = ("Loads a Grounding DINO checkpoint from models/grounding-dino (SwinT or SwinB, told apart by "
+                   "the weights; a .json beside it may override the config). BERT is built offline.")
+    CATEGORY = f"{CATEGORY}/SLM"
+    FUNCTION = "load"
+    RETURN_TYPES = ("MCA_GROUNDING_DINO_MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (weight_files(DINO_FOLDER), {"tooltip": f"From models/{DINO_FOLDER}: {DINO_FILES}."}),
+            "device": DEVICE_INPUT}}
+
+    def load(self, model_name, device):
+        path = resolve(DINO_FOLDER, model_name, DINO_FILES)
+        sidecar = os.path.splitext(path)[0] + ".json"
+        overrides = None
+        if os.path.isfile(sidecar):
+            with open(sidecar, encoding="utf-8") as file:
+                overrides = json.load(file)
+        vocab = bert_vocab_dir(folder_paths.get_folder_paths(BERT_FOLDER))
+        return (SLMModel(build_grounding_dino(load_state_dict(path), vocab, overrides), device),)
+
+
+def as_rgb_uint8(image: torch.Tensor) -> np.ndarray:
+    """One ComfyUI IMAGE item ``[H, W, C]`` (RGB, RGBA or grayscale) as uint8 RGB."""
+    channels = image.shape[-1]
+    if channels == 1:
+        image = image.repeat(1, 1, 3)
+    elif channels >= 3:
+        image = image[..., :3]
+    else:
+        raise ValueError(f"expected an image with 1, 3 or 4 channels, got {channels}")
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+class MCASLMMask:
+    DESCRIPTION = ("Subject Localization Module: finds the phrase with Grounding DINO and segments each box with "
+                   "SAM. Outputs the union mask per image, every object's mask and a preview with boxes.")
+    CATEGORY = f"{CATEGORY}/SLM"
+    FUNCTION = "segment"
+    RETURN_TYPES = ("MASK", "MASK", "IMAGE")
+    RETURN_NAMES = ("mask", "object_masks", "preview")
+    OUTPUT_TOOLTIPS = ("One mask per image: the union of its objects (dilated).",
+                       "One mask per detected object, in image order (dilated).",
+                       "The image with the detected boxes, labels and scores.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "sam_model": ("MCA_SAM_MODEL", {"tooltip": "From MCA SAM Loader."}),
+                "grounding_dino_model": ("MCA_GROUNDING_DINO_MODEL", {"tooltip": "From MCA Grounding DINO Loader."}),
+                "image": ("IMAGE", {"tooltip": "One image or a batch."}),
+                "phrase": ("STRING", {"default": "the cat", "tooltip": "What to find, e.g. 'the cat'."}),
+                "box_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
+                                            "tooltip": "Keep boxes scoring above this (official: 0.3)."}),
+                "text_threshold": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01,
+                                             "tooltip": "Token score for the box labels (official: 0.25)."}),
+                "dilation": ("INT", {"default": 0, "min": 0, "max": 64,
+                                     "tooltip": "3x3 dilation iterations; the swap edit mask uses 5."}),
+                "if_nothing_found": (["error", "empty mask"], {
+                    "tooltip": "For an image without a detection: stop with an error naming the best score, "
+                               "or return an all-zero mask for that image only."}),
+            },
+            "optional": {
+                "region": ("MASK", {"tooltip": "Subject addition: use this drawn region instead of detecting."}),
+                "detection_size": ("INT", {"default": 800, "min": 64, "max": 2048, "step": 8,
+                                           "tooltip": "Shorter image side for Grounding DINO (its training size: 800)."}),
+            },
+        }
+
+    def segment(self, sam_model, grounding_dino_model, image, phrase, box_threshold, text_threshold, dilation,
+                if_nothing_found, region=None, detection_size=800):
+        masks, objects, previews = [], [], []
+        for index, item in enumerate(image):
+            pixels = as_rgb_uint8(item)
+            height, width = pixels.shape[:2]
+            if region is not None:
+                found = region[min(index, region.shape[0] - 1)].float().cpu()[None]
+                previews.append(item[..., :3].cpu() if item.shape[-1] >= 3 else item.repeat(1, 1, 3).cpu())
+            else:
+                with grounding_dino_model as dino:
+                    detections = detect(dino, pixels, phrase, box_threshold, text_threshold, detection_size)
+                if detections.boxes.shape[0] == 0 and if_nothing_found == "error":
+                    raise ValueError(
+                        f"nothing found for '{phrase}' in image {index + 1} of {image.shape[0]} (best score "
+                        f"{detections.best_score:.2f} <= box_threshold {box_threshold}): lower the threshold, "
+                        f"rephrase, draw a region, or set if_nothing_found to 'empty mask'.")
+                with sam_model as sam:
+                    found = segment_boxes(sam, pixels, detections.boxes).float()
+                previews.append(draw_detections(pixels, detections))
+            found = dilate(found, dilation)
+            masks.append(union(found, height, width))
+            objects.extend(found)
+        object_masks = torch.stack(objects) if objects else torch.zeros(0, *image.shape[1:3])
+        return torch.stack(masks), object_masks, torch.stack(previews)
+
+
+register_model_folders()
+
+NODE_CLASS_MAPPINGS = {"MCA_SAMLoader": MCASAMLoader, "MCA_GroundingDINOLoader": MCAGroundingDINOLoader,
+                       "MCA_SLMMask": MCASLMMask}
+NODE_DISPLAY_NAME_MAPPINGS = {"MCA_SAMLoader": "MCA SAM Loader", "MCA_GroundingDINOLoader": "MCA Grounding DINO Loader",
+                              "MCA_SLMMask": "MCA SLM Mask"}
