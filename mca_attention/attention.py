@@ -85,28 +85,21 @@ def _pick(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return x if index is None else x.index_select(1, index)
 
 
-def _region_attention(q, k, v, queries, keys, heads):
-    return attend(_pick(q, queries), _pick(k, keys), _pick(v, keys), heads)
-
-
 def blend_regions(q_fg, k_fg, v_fg, q_bg, k_bg, v_bg, plan: RegionPlan, heads: int) -> torch.Tensor:
     """``edit * attn(q_fg -> fg keys) + (1 - edit) * attn(q_bg -> bg keys)`` for one mask pair."""
-    out = q_fg.new_zeros(q_fg.shape)
-    if plan.computes_fg:
-        fg = _region_attention(q_fg, k_fg, v_fg, plan.fg_queries, plan.fg_keys, heads)
-        fg = fg * plan.fg_weight.to(fg.dtype)
-        if plan.fg_queries is None:
-            out = out + fg
+    out = None
+    regions = ((plan.computes_fg, q_fg, k_fg, v_fg, plan.fg_queries, plan.fg_keys, plan.fg_weight),
+               (plan.computes_bg, q_bg, k_bg, v_bg, plan.bg_queries, plan.bg_keys, plan.bg_weight))
+    for active, q, k, v, queries, keys, weight in regions:
+        if not active:
+            continue
+        part = attend(_pick(q, queries), _pick(k, keys), _pick(v, keys), heads) * weight.to(q.dtype)
+        if queries is None:
+            out = part if out is None else out + part
         else:
-            out.index_add_(1, plan.fg_queries, fg)
-    if plan.computes_bg:
-        bg = _region_attention(q_bg, k_bg, v_bg, plan.bg_queries, plan.bg_keys, heads)
-        bg = bg * plan.bg_weight.to(bg.dtype)
-        if plan.bg_queries is None:
-            out = out + bg
-        else:
-            out.index_add_(1, plan.bg_queries, bg)
-    return out
+            out = q.new_zeros(q.shape) if out is None else out
+            out.index_add_(1, queries, part)
+    return q_fg.new_zeros(q_fg.shape) if out is None else out
 
 
 def _per_row_masks(mask: torch.Tensor, batch: int, tokens: int, name: str) -> torch.Tensor:

@@ -62,7 +62,11 @@ class SLMModel:
         self.module.to(comfy.model_management.unet_offload_device())
 
 
-DEVICE_INPUT = (["auto", "cpu"], {"default": "auto", "tooltip": "auto: the GPU while running, offloaded after."})
+def loader_inputs(folder: str, expected: str) -> dict:
+    return {"required": {
+        "model_name": (weight_files(folder), {"tooltip": f"From models/{folder}: {expected}."}),
+        "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: the GPU while running, offloaded after."}),
+    }}
 
 
 class MCASAMLoader:
@@ -73,9 +77,7 @@ class MCASAMLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model_name": (weight_files(SAM_FOLDER), {"tooltip": f"From models/{SAM_FOLDER}: {SAM_FILES}."}),
-            "device": DEVICE_INPUT}}
+        return loader_inputs(SAM_FOLDER, SAM_FILES)
 
     def load(self, model_name, device):
         path = resolve(SAM_FOLDER, model_name, SAM_FILES)
@@ -91,9 +93,7 @@ class MCAGroundingDINOLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model_name": (weight_files(DINO_FOLDER), {"tooltip": f"From models/{DINO_FOLDER}: {DINO_FILES}."}),
-            "device": DEVICE_INPUT}}
+        return loader_inputs(DINO_FOLDER, DINO_FILES)
 
     def load(self, model_name, device):
         path = resolve(DINO_FOLDER, model_name, DINO_FILES)

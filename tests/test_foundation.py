@@ -58,3 +58,32 @@ def test_plain_sd15_workflow_writes_a_64px_png(comfy_server):
     response.raise_for_status()
     png = Image.open(io.BytesIO(response.content))
     assert png.format == "PNG" and png.size == (64, 64)
+
+
+def test_make_run_serves_comfyui_with_the_pack(tmp_path):
+    """The README's run command itself: `make run` on a free port lists the pack's nodes."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    port = mca_testbed.free_port()
+    log = tmp_path / "make_run.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=mca_testbed.REPO, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        info = None
+        while time.time() < deadline and process.poll() is None:
+            try:
+                info = requests.get(f"http://127.0.0.1:{port}/object_info/MCA_Sampler", timeout=2).json()
+                break
+            except requests.RequestException:
+                time.sleep(0.5)
+        text = log.read_text(errors="replace")
+        assert info and "MCA_Sampler" in info, text[-3000:]
+        assert "models/sams" in text and "v1-5-pruned-emaonly.safetensors" in text, "model folders not printed"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
