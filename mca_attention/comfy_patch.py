@@ -60,7 +60,7 @@ def find_attention_sites(diffusion_model: torch.nn.Module) -> list[AttentionSite
     return sites
 
 
-def _clone_with_empty_masks_check(mask: torch.Tensor, name: str) -> torch.Tensor:
+def _checked_mask(mask: torch.Tensor, name: str) -> torch.Tensor:
     single = as_single_mask(mask, name)
     if not bool((single > 0.5).any()):
         raise ValueError(f"{name} is empty (no pixel above 0.5): check the mask node or its threshold")
@@ -235,8 +235,8 @@ def patch_model(model, schedule: MCASchedule, subject_mask: torch.Tensor, edit_m
 
     state = MCAState(
         schedule=schedule,
-        subject_mask=_clone_with_empty_masks_check(subject_mask, "subject_mask"),
-        edit_mask=None if edit_mask is None else as_single_mask(edit_mask, "edit_mask").detach().to("cpu").clone(),
+        subject_mask=_checked_mask(subject_mask, "subject_mask"),
+        edit_mask=None if edit_mask is None else _checked_mask(edit_mask, "edit_mask"),
         mode=mode,
         cross=None if edit_mask is not None else CrossAttentionRecorder(subject_tokens),
     )

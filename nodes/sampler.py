@@ -105,7 +105,7 @@ class MCASampler:
                 "subject": ("LATENT", {"tooltip": "The subject image from MCA DDIM Invert."}),
                 "condition": ("LATENT", {"tooltip": "Swap/add: the condition image from MCA DDIM Invert. "
                                                     "Generation: an Empty Latent Image of the output size."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
                                  "tooltip": "Noise seed for the condition and target rows (generation)."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
                                   "tooltip": "Must equal the steps of MCA DDIM Invert (ddim_uniform schedule)."}),

@@ -1,8 +1,11 @@
-"""Print where the MCA-Ctrl workflows expect their model files (`make run` shows this first)."""
+"""Before `make run`: copy the example images into ComfyUI's input folder and print where models go."""
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
+
+EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
 
 EXPECTED = {
     "checkpoints": ["v1-5-pruned-emaonly.safetensors  (any Stable Diffusion 1.5 checkpoint)"],
@@ -11,7 +14,17 @@ EXPECTED = {
 }
 
 
+def copy_example_inputs(comfy_dir: Path) -> None:
+    """The example workflows' images, into ComfyUI/input (never overwriting a file there)."""
+    target = comfy_dir / "input"
+    target.mkdir(parents=True, exist_ok=True)
+    for image in sorted(EXAMPLE_INPUTS.glob("*.png")):
+        if not (target / image.name).exists():
+            shutil.copyfile(image, target / image.name)
+
+
 def main(comfy_dir: str) -> None:
+    copy_example_inputs(Path(comfy_dir).resolve())
     models = Path(comfy_dir).resolve() / "models"
     print("MCA-Ctrl: put these model files in place (nothing is downloaded for you):")
     for folder, files in EXPECTED.items():

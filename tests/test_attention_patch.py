@@ -196,3 +196,9 @@ def test_generation_derives_the_edit_mask_from_cross_attention(core, tiny_model)
     assert all(ops[(1, l)] is core["Op"].SAGI for l in range(16))
     assert fired(core, state.trace, "salq") == EXPECTED_SALQ
     assert torch.isfinite(rows).all()
+
+
+def test_refuses_an_empty_edit_mask(core, tiny_model):
+    schedule = core["Schedule"](**SCHEDULE_KW)
+    with pytest.raises(ValueError, match="edit_mask is empty"):
+        core["patch"](tiny_model, schedule, square_mask(64, 16, 48), torch.zeros(1, 64, 64))
