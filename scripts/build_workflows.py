@@ -39,7 +39,7 @@ def _common(graph: Graph, subject_image: str, subject_phrase: str):
     empty = graph.add("CLIPTextEncode", 1, 0, "Inversion prompt (empty)", clip=ckpt.out(1), text="")
     subject = _image(graph, subject_image, 1, 1, "Subject image")
     subject_latent = graph.add("VAEEncode", 2, 1, pixels=subject.out(), vae=ckpt.out(2))
-    inverted = graph.add("MCA_DDIMInvert", 3, 1, "Invert subject", model=ckpt.out(), latent=subject_latent.out(),
+    inverted = graph.add("MCA_DDIMInvert", 3, 2, "Invert subject", model=ckpt.out(), latent=subject_latent.out(),
                          positive=empty.out(), steps=STEPS, cfg=1.0)
     mask = graph.add("MCA_SLMMask", 2, 2, "Subject mask", sam_model=sam.out(), grounding_dino_model=dino.out(),
                      image=subject.out(), phrase=subject_phrase, box_threshold=0.3, text_threshold=0.25,

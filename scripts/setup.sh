@@ -56,6 +56,16 @@ rm -f "$comfy_reqs"
 "$PY" -m pip install -q --disable-pip-version-check --upgrade --no-deps --target "$VENV/transformers5" \
   transformers==5.24.0 huggingface-hub==1.33.0 tokenizers==0.23.3
 
+# Headless Chromium (Debian) for the test that loads the example workflows into the real frontend.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's chromium for the frontend tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "[setup] note: no chromium; the frontend test will fail until you run: sudo apt-get install chromium" >&2
+  fi
+fi
+
 mkdir -p "$COMFY/custom_nodes"
 if [ ! -L "$COMFY/custom_nodes/$LINK_NAME" ]; then
   [ -e "$COMFY/custom_nodes/$LINK_NAME" ] && { echo "[setup] $COMFY/custom_nodes/$LINK_NAME exists and is not our link" >&2; exit 1; }

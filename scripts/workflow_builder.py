@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-COLUMN_WIDTH, ROW_HEIGHT = 360, 230
+COLUMN_WIDTH, ROW_HEIGHT = 380, 300
 
 
 @dataclass(frozen=True)
