@@ -110,13 +110,25 @@ class MCAState:
         return cached[1]
 
 
+_last_step: tuple = (None, None, None)  # (sigmas, schedule, step) of the last UNet call: one lookup per call
+
+
 def current_step(extra_options: dict) -> tuple[int, int] | None:
-    """``(step, total_steps)`` from the sampler's sigmas, or None outside a sampler run."""
+    """``(step, total_steps)`` from the sampler's sigmas, or None outside a sampler run.
+
+    All sites of one UNet call share its ``sigmas`` tensor, so the lookup (a device sync on a GPU) runs
+    once per call, not once per site.
+    """
+    global _last_step
     schedule_sigmas = extra_options.get("sample_sigmas")
     sigmas = extra_options.get("sigmas")
     if schedule_sigmas is None or sigmas is None or schedule_sigmas.numel() < 2:
         return None
-    return step_at_sigma(float(sigmas.flatten()[0]), schedule_sigmas), schedule_sigmas.numel() - 1
+    cached_sigmas, cached_schedule, cached_step = _last_step
+    if cached_sigmas is not sigmas or cached_schedule is not schedule_sigmas:
+        cached_step = step_at_sigma(float(sigmas.flatten()[0]), schedule_sigmas), schedule_sigmas.numel() - 1
+        _last_step = (sigmas, schedule_sigmas, cached_step)
+    return cached_step
 
 
 def ordinary_attention(q, k, v, extra_options: dict) -> torch.Tensor:

@@ -121,3 +121,25 @@ def test_bad_inputs_get_clear_errors(mods, tiny_model):
         two_entries = tiny_prompt(1) + tiny_prompt(2)
         node.sample(tiny_model, two_entries, tiny_prompt(2), tiny_prompt(3), tiny_prompt(9), subject, condition, 0,
                     STEPS, CFG, True)
+
+
+def test_trajectory_from_another_schedule_is_refused(mods, tiny_model):
+    import comfy.samplers
+
+    karras = comfy.samplers.calculate_sigmas(tiny_model.get_model_object("model_sampling"), "karras", STEPS)
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    subject = mods["invert"].invert_latent(tiny_model, latent, tiny_prompt(0), tiny_prompt(0), 1.0, karras.cpu())
+    with pytest.raises(ValueError, match="another noise schedule"):
+        call_node(mods, tiny_model, subject, inverted(mods, tiny_model, 2))
+
+
+def test_cancel_stops_the_sampler(mods, tiny_model):
+    import comfy.model_management
+
+    subject, condition = inverted(mods, tiny_model, 1), inverted(mods, tiny_model, 2)
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            call_node(mods, tiny_model, subject, condition)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
