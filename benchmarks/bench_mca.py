@@ -26,7 +26,11 @@ import mca_testbed  # noqa: E402  (ComfyUI first on sys.path, the pack loaded th
 
 
 class PeakMemory:
-    """Peak memory of a phase: CUDA allocator peak on a GPU, sampled RSS above the start on a CPU."""
+    """Peak memory of a phase: CUDA allocator peak on a GPU, sampled process RSS on a CPU.
+
+    ``used``: above the phase's start (allocator state makes this noisy on a CPU); ``peak``: the
+    absolute figure (process RSS incl. the model's weights, or CUDA bytes allocated).
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -52,7 +56,8 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-            self.used = torch.cuda.max_memory_allocated() - self.base
+            self.peak = torch.cuda.max_memory_allocated()
+            self.used = self.peak - self.base
         else:
             self.running = False
             self.thread.join()
@@ -61,7 +66,7 @@ class PeakMemory:
 
 def measure(fn, repeats: int, device: torch.device) -> dict:
     fn()  # warm-up
-    times, peaks = [], []
+    times, used, peaks = [], [], []
     for _ in range(repeats):
         with PeakMemory(device) as memory:
             started = time.perf_counter()
@@ -69,8 +74,9 @@ def measure(fn, repeats: int, device: torch.device) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - started)
-        peaks.append(memory.used)
-    return {"seconds": statistics.median(times), "peak_bytes": max(peaks)}
+        used.append(memory.used)
+        peaks.append(memory.peak)
+    return {"seconds": statistics.median(times), "peak_bytes": max(used), "peak_total_bytes": max(peaks)}
 
 
 def prompt(dim: int, seed: int, device, dtype) -> list:
@@ -248,13 +254,17 @@ def print_table(report: dict) -> None:
     mib = 1024 ** 2
     print(f"\nmachine: {report['machine']}  torch {report['torch']}  {report['dtype']}  "
           f"steps {report['steps']}  median of {report['repeats']}  commit {report['commit']}")
-    print(f"{'size':>5} {'plain b3 s':>10} {'MCA s':>8} {'ratio':>6} {'mem ratio':>9} "
+    print("mem ratio: peak process RSS (CPU) / CUDA bytes allocated (GPU), MCA over plain; "
+          "delta MiB: peak above the phase's start")
+    print(f"{'size':>5} {'plain b3 s':>10} {'MCA s':>8} {'ratio':>6} {'mem ratio':>9} {'delta MiB':>11} "
           f"{'inv skip s':>10} {'inv cfg s':>9} {'ratio':>6} {'fwd plain':>9} {'fwd SALQ':>9} {'fwd SAGI':>9}")
     for size, f in report["sizes"].items():
         plain, mca = f["plain_batch3"], f["mca_sampler"]
         fwd = f["unet_forward_batch6"]
         print(f"{size:>5} {plain['seconds']:>10.2f} {mca['seconds']:>8.2f} {mca['seconds'] / plain['seconds']:>6.3f} "
-              f"{mca['peak_bytes'] / max(plain['peak_bytes'], 1):>9.3f} {f['invert2_skip_cfg']['seconds']:>10.2f} "
+              f"{mca['peak_total_bytes'] / plain['peak_total_bytes']:>9.3f} "
+              f"{plain['peak_bytes'] / mib:>5.0f}/{mca['peak_bytes'] / mib:<5.0f} "
+              f"{f['invert2_skip_cfg']['seconds']:>10.2f} "
               f"{f['invert2_forced_cfg']['seconds']:>9.2f} "
               f"{f['invert2_skip_cfg']['seconds'] / f['invert2_forced_cfg']['seconds']:>6.3f} "
               f"{fwd['plain']['seconds']:>9.3f} {fwd['salq_step']['seconds']:>9.3f} {fwd['sagi_step']['seconds']:>9.3f}")
