@@ -70,8 +70,7 @@ def generation() -> Graph:
     target_text = "a photo of a cat on the beach"
     condition = graph.add("EmptyLatentImage", 3, 3, "Output size", width=SIZE, height=SIZE, batch_size=1)
     patched = graph.add("MCA_AttentionPatch", 3, 0, model=ckpt.out(), subject_mask=mask.out(), preset="generation",
-                        sagi_start=-1.0, sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0, salq_first_layer=-1,
-                        clip=ckpt.out(1), target_text=target_text, subject_words="cat", token_indices="")
+                        clip=ckpt.out(1), target_text=target_text, subject_words="cat")
     _finish(graph, ckpt, patched, {"condition": "a photo of a cat", "subject": "a photo of a cat",
                                    "target": target_text, "negative": ""}, inverted, condition, "generation")
     graph.note(MODELS_NOTE + "GENERATION: the cat from the subject image, in a new scene.\n"
@@ -101,8 +100,7 @@ def swap() -> Graph:
                           grounding_dino_model=dino.out(), image=pixels.out(), phrase="the cup", box_threshold=0.3,
                           text_threshold=0.25, dilation=5, if_nothing_found="error", detection_size=800)
     patched = graph.add("MCA_AttentionPatch", 3, 0, model=ckpt.out(), subject_mask=subject_mask.out(),
-                        preset="swap", sagi_start=-1.0, sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0,
-                        salq_first_layer=-1, edit_mask=edit_mask.out())
+                        preset="swap", edit_mask=edit_mask.out())  # schedule widgets: -1 = the preset
     _finish(graph, ckpt, patched, prompts, inverted, condition, "swap")
     graph.note(MODELS_NOTE + "SWAP: the cup in the condition image becomes the cat of the subject image.\n"
                "- Edit mask: SLM finds 'the cup', dilated 5 times (3x3), as in the paper's notebook.\n"
@@ -121,13 +119,12 @@ def add() -> Graph:
     edit_mask = graph.add("GrowMask", 2, 7, "Edit mask (region dilated)", mask=region.out(), expand=5,
                           tapered_corners=False)
     patched = graph.add("MCA_AttentionPatch", 3, 0, model=ckpt.out(), subject_mask=subject_mask.out(),
-                        preset="add", sagi_start=-1.0, sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0,
-                        salq_first_layer=-1, edit_mask=edit_mask.out())
+                        preset="add", edit_mask=edit_mask.out())
     _finish(graph, ckpt, patched, prompts, inverted, condition, "add")
     graph.note(MODELS_NOTE + "ADD: the cat of the subject image is added inside a box of the condition image.\n"
                "- The box: MaskComposite places a 192 px square at x=300, y=300 (change x, y and the size), "
                "or draw a mask on the condition image (right click > Open in MaskEditor) and connect "
-               "LoadImage's MASK to the region input.\n"
+               "LoadImage's MASK to GrowMask's mask input instead.\n"
                "- GrowMask dilates the region by 5 px (3x3 steps) and it becomes the edit mask.", 6, 3)
     return graph
 
