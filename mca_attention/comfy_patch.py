@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -194,7 +195,7 @@ class MCASiteAttention:
 def _third_level_size(original_shape) -> tuple[int, int]:
     """Latent size after two stride-2 downsamplings (16 x 16 for a 64 x 64 latent)."""
     height, width = int(original_shape[-2]), int(original_shape[-1])
-    return -(-(-(-height // 2)) // 2), -(-(-(-width // 2)) // 2)
+    return math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2)
 
 
 class MCACrossAttentionProbe:
