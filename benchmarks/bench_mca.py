@@ -170,7 +170,8 @@ def bench_unet_forward(model, mods, device, dtype, size: int, repeats: int) -> d
                 model, schedule, square(size, 0.25, 0.75), square(size, 0.125, 0.625))
             options.update(patched.model_options["transformer_options"])
         with torch.inference_mode():
-            figures[name] = measure(lambda: unet(x, t, context=context, transformer_options=options), repeats, device)
+            figures[name] = measure(lambda opts=options: unet(x, t, context=context, transformer_options=opts),
+                                    repeats, device)
     return figures
 
 

@@ -62,7 +62,7 @@ class MCASchedule:
 
     def table(self, total_steps: int, num_layers: int = NUM_SD15_LAYERS) -> list[list[Op]]:
         """``table[step][layer]``: the whole schedule, for inspection and tests."""
-        return [[self.op_at(s, l, total_steps) for l in range(num_layers)] for s in range(total_steps)]
+        return [[self.op_at(step, layer, total_steps) for layer in range(num_layers)] for step in range(total_steps)]
 
 
 # Official defaults (MCA-Ctrl code, 50 steps): SAGI for the first 10%; SALQ from step 4 on at layers

@@ -28,7 +28,7 @@ def subject_tokens(clip, target_text: str, subject_words: str, token_indices: st
         try:
             return [int(part) for part in token_indices.replace(" ", "").split(",") if part]
         except ValueError:
-            raise ValueError(f"token_indices must be whole numbers separated by commas, got '{token_indices}'")
+            raise ValueError(f"token_indices must be whole numbers separated by commas, got '{token_indices}'") from None
     if clip is None or not target_text.strip() or not subject_words.strip():
         raise ValueError("generation without an edit_mask needs clip, target_text and subject_words "
                          "(or token_indices), or connect a layout mask as edit_mask.")

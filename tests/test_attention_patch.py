@@ -10,8 +10,8 @@ from mca_testbed import square_mask, tiny_prompt
 STEPS = 5
 # 5 steps: SAGI at steps 0-1 (every layer), SALQ at steps 2-4 on layers 9-15.
 SCHEDULE_KW = dict(sagi_start=0.0, sagi_end=0.4, salq_start=0.4, salq_end=1.0, salq_first_layer=9)
-EXPECTED_SAGI = {(s, l) for s in (0, 1) for l in range(16)}
-EXPECTED_SALQ = {(s, l) for s in (2, 3, 4) for l in range(9, 16)}
+EXPECTED_SAGI = {(step, layer) for step in (0, 1) for layer in range(16)}
+EXPECTED_SALQ = {(step, layer) for step in (2, 3, 4) for layer in range(9, 16)}
 
 
 @pytest.fixture()
@@ -68,7 +68,7 @@ def test_ops_fire_exactly_at_their_step_layer_pairs_and_keep_rows_0_and_1(core, 
     trace = core["state"](model).trace
     assert fired(core, trace, "sagi") == EXPECTED_SAGI
     assert fired(core, trace, "salq") == EXPECTED_SALQ
-    assert {(s, l) for s, l, _, _ in trace} == {(s, l) for s in range(STEPS) for l in range(16)}
+    assert {(step, layer) for step, layer, _, _ in trace} == {(s, n) for s in range(STEPS) for n in range(16)}
     for before, after in zip(plain_steps, mca_steps):
         torch.testing.assert_close(after[:2], before[:2], atol=1e-6, rtol=0)
     torch.testing.assert_close(out[:2], plain[:2], atol=1e-6, rtol=0)
@@ -191,9 +191,9 @@ def test_generation_derives_the_edit_mask_from_cross_attention(core, tiny_model)
     expected = mask_from_maps([m for s in (0, 1, 2) for m in recorder._maps[s]], 2, 2)
     assert torch.equal(recorder.mask_before(run, 3), expected)
     assert recorder.mask_before(run, 0) is None
-    ops = {(s, l): op for s, l, op, _ in state.trace}
-    assert all(ops[(0, l)] is core["Op"].NONE for l in range(16)), "no mask before the first step's maps"
-    assert all(ops[(1, l)] is core["Op"].SAGI for l in range(16))
+    ops = {(step, layer): op for step, layer, op, _ in state.trace}
+    assert all(ops[(0, layer)] is core["Op"].NONE for layer in range(16)), "no mask before the first step's maps"
+    assert all(ops[(1, layer)] is core["Op"].SAGI for layer in range(16))
     assert fired(core, state.trace, "salq") == EXPECTED_SALQ
     assert torch.isfinite(rows).all()
 
