@@ -115,9 +115,21 @@ async def run(url: str, prompt: dict, timeout: float, log=print) -> list[dict]:
                     elif event["type"] in ("execution_success",) or (
                             event["type"] == "executing" and data.get("node") is None):
                         break
-        async with session.get(f"{url}/history/{prompt_id}") as response:
-            history = (await response.json())[prompt_id]
+        history = await _history_entry(session, url, prompt_id)
     return [image for output in history["outputs"].values() for image in output.get("images", [])]
+
+
+async def _history_entry(session, url: str, prompt_id: str, wait: float = 60.0) -> dict:
+    """The prompt's history entry; ComfyUI stores it just after its last websocket message, so poll."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        async with session.get(f"{url}/history/{prompt_id}") as response:
+            history = await response.json()
+        if prompt_id in history:
+            return history[prompt_id]
+        if asyncio.get_running_loop().time() > deadline:
+            raise WorkflowError(f"the prompt finished but ComfyUI kept no history for it ({prompt_id})")
+        await asyncio.sleep(0.2)
 
 
 def uploader(url: str):
