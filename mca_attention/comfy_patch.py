@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from comfy.ldm.modules import attention as comfy_attention  # looked up per call: ComfyUI may swap it
 
 from .attention import RegionPlan, blend_regions, plan_regions
 from .cross_attention_mask import CrossAttentionRecorder, token_attention_map
@@ -134,9 +135,7 @@ def current_step(extra_options: dict) -> tuple[int, int] | None:
 
 def ordinary_attention(q, k, v, extra_options: dict) -> torch.Tensor:
     """ComfyUI's own self-attention, called exactly as ``CrossAttention.forward`` calls it."""
-    from comfy.ldm.modules.attention import optimized_attention
-
-    return optimized_attention(
+    return comfy_attention.optimized_attention(
         q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
         transformer_options=extra_options,
     )

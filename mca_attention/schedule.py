@@ -7,6 +7,7 @@ change of step count; they become step indices by ``floor(fraction * N)`` (the o
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -45,6 +46,7 @@ class MCASchedule:
         if not 0 <= self.salq_first_layer <= NUM_SD15_LAYERS:
             raise ValueError(f"salq_first_layer must lie in 0..{NUM_SD15_LAYERS}, got {self.salq_first_layer}")
 
+    @functools.lru_cache(maxsize=32)  # noqa: B019  (frozen, hashable settings; asked once per attention call)
     def step_ranges(self, total_steps: int) -> tuple[range, range]:
         """The SAGI and SALQ step ranges for a schedule of ``total_steps`` steps."""
         sagi = range(fraction_to_step(self.sagi_start, total_steps), fraction_to_step(self.sagi_end, total_steps))
