@@ -21,8 +21,9 @@ import psutil
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-import mca_testbed  # noqa: E402  (ComfyUI first on sys.path, the pack loaded through ComfyUI)
+sys.path.insert(0, str(REPO / "scripts"))
+import comfy_host  # noqa: E402  (ComfyUI first on sys.path; the pack loaded through ComfyUI as mca_ctrl)
+import random_models  # noqa: E402
 
 
 class PeakMemory:
@@ -85,20 +86,21 @@ def prompt(dim: int, seed: int, device, dtype) -> list:
 
 
 def build(args):
-    pack = mca_testbed.boot_comfy()
+    comfy_host.boot_comfy()
     import comfy.model_management
 
     device = comfy.model_management.get_torch_device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    model = mca_testbed.sd15_model(seed=1, dtype=dtype)
+    model = random_models.sd15_model(seed=1, dtype=dtype)
     if device.type == "cuda":
         import comfy.model_patcher
 
         model = comfy.model_patcher.ModelPatcher(model.model, load_device=device,
                                                  offload_device=torch.device("cpu"))
-    mods = {name: importlib.import_module(f"{pack.__name__}.{name}") for name in
+    mods = {name: importlib.import_module(f"mca_ctrl.{name}") for name in
             ("nodes.sampler", "nodes.ddim_invert", "nodes.common", "mca_attention.comfy_patch",
-             "mca_attention.schedule", "mca_attention.attention", "mca_attention.masks")}
+             "mca_attention.schedule", "mca_attention.tasks", "mca_attention.run", "mca_attention.attention",
+             "mca_attention.masks")}
     return model, mods, device, dtype
 
 
@@ -113,8 +115,9 @@ def bench_sampling(model, mods, device, dtype, size: int, steps: int, repeats: i
 
     latent_size = size // 8
     common, invert, sampler = mods["nodes.common"], mods["nodes.ddim_invert"], mods["nodes.sampler"]
+    swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
     patch = mods["mca_attention.comfy_patch"].patch_model(
-        model, mods["mca_attention.schedule"].PRESETS["swap"], square(size, 0.25, 0.75), square(size, 0.125, 0.625))
+        model, swap, swap.schedule, square(size, 0.25, 0.75), square(size, 0.125, 0.625))
     sigmas = common.schedule_sigmas(model, steps, None)
     empty = prompt(768, 0, "cpu", torch.float32)
     images = [torch.randn(1, 4, latent_size, latent_size, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
@@ -130,8 +133,7 @@ def bench_sampling(model, mods, device, dtype, size: int, steps: int, repeats: i
                             disable_pbar=True, seed=0)
 
     def mca():
-        sampler.mca_sample(patch, *rows, negative, subject, condition, 0, 7.5, sigmas,
-                           blend_mask=square(size, 0.125, 0.625))
+        sampler.mca_sample(patch, *rows, negative, subject, condition, 0, 7.5, blend_mask=square(size, 0.125, 0.625))
 
     def inversions(skip: bool):
         return lambda: [invert.invert_latent(model, image, empty, empty, 7.5, sigmas, skip_identical_uncond=skip)
@@ -152,7 +154,9 @@ def bench_sampling(model, mods, device, dtype, size: int, steps: int, repeats: i
 
 def bench_unet_forward(model, mods, device, dtype, size: int, repeats: int) -> dict:
     """One UNet forward of batch 6 (3 rows x cond/uncond): plain, SALQ-step and SAGI-step."""
-    schedule_module = mods["mca_attention.schedule"]
+    schedule_module, run_module = mods["mca_attention.schedule"], mods["mca_attention.run"]
+    swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
+    run = run_module.MCARun(total_steps=1)
     latent_size = size // 8
     unet = model.model.diffusion_model.to(device)
     x = torch.randn(6, 4, latent_size, latent_size).to(device, dtype)
@@ -164,10 +168,10 @@ def bench_unet_forward(model, mods, device, dtype, size: int, repeats: int) -> d
                            ("salq_step", schedule_module.MCASchedule(0.0, 0.0, 0.0, 1.0, 9)),
                            ("sagi_step", schedule_module.MCASchedule(0.0, 1.0, 0.0, 1.0, 9))):
         options = {"cond_or_uncond": [1, 0], "sigmas": sigmas[1:2].repeat(6), "sample_sigmas": sigmas,
-                   "original_shape": list(x.shape)}
+                   "original_shape": list(x.shape), run_module.RUN_KEY: run_module.RunStep(run, 0)}
         if schedule is not None:
             patched = mods["mca_attention.comfy_patch"].patch_model(
-                model, schedule, square(size, 0.25, 0.75), square(size, 0.125, 0.625))
+                model, swap, schedule, square(size, 0.25, 0.75), square(size, 0.125, 0.625))
             options.update(patched.model_options["transformer_options"])
         with torch.inference_mode():
             figures[name] = measure(lambda opts=options: unet(x, t, context=context, transformer_options=opts),
@@ -194,8 +198,9 @@ def dense_site_attention(q_t, k_s, v_s, k_c, v_c, subject_mask, edit_mask, heads
 
 def bench_site(variant: str, repeats: int) -> dict:
     """One SALQ call at a 64 x 64-token site (512 px image), batch 2 (cond and uncond): time and memory."""
-    attention = importlib.import_module("mca_attention.attention")
-    masks = importlib.import_module("mca_attention.masks")
+    comfy_host.import_pack_without_host()  # plain torch: this fresh process needs no ComfyUI
+    attention = importlib.import_module("mca_ctrl.mca_attention.attention")
+    masks = importlib.import_module("mca_ctrl.mca_attention.masks")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     generator = torch.Generator().manual_seed(0)
@@ -227,7 +232,6 @@ def main() -> None:
     parser.add_argument("--site", choices=["ours", "dense"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.site:
-        sys.path.insert(0, str(REPO))
         print(json.dumps(bench_site(args.site, args.repeats)))
         return
 

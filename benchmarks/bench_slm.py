@@ -13,11 +13,15 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO / "scripts"))
 
-from slm import build_grounding_dino, build_sam, detect, segment_boxes  # noqa: E402
-from slm.bert_compat import bert_vocab_dir  # noqa: E402
-from slm_fixtures import TINY_DINO_OVERRIDES, tiny_dino_state, tiny_sam_state  # noqa: E402
+import comfy_host  # noqa: E402
+
+comfy_host.import_pack_without_host()  # the SLM is plain torch: no ComfyUI needed
+
+from mca_ctrl.slm import build_grounding_dino, build_sam, detect, segment_boxes  # noqa: E402
+from mca_ctrl.slm.bert_compat import bert_vocab_dir  # noqa: E402
+from slm_models import TINY_DINO_OVERRIDES, tiny_dino_state, tiny_sam_state  # noqa: E402
 
 
 def median_seconds(fn, repeats: int = 3) -> float:

@@ -1,12 +1,16 @@
 """MCA-Ctrl attention control on plain tensors (no ComfyUI types outside ``comfy_patch``)."""
-from .attention import attend, blend_regions, plan_regions, sagi, salq
+from .attention import attend, blend_regions, plan_regions, target_attention
 from .layout import CONDITION, SUBJECT, TARGET, RowLayout, row_layout
-from .masks import resize_mask, site_mask
-from .schedule import NUM_SD15_LAYERS, PRESETS, MCASchedule, Op, step_at_sigma
+from .masks import MASK_THRESHOLD, resize_mask, site_mask
+from .run import MCARun, RunStep
+from .schedule import NUM_SD15_LAYERS, MCASchedule, Op
+from .tasks import PRESETS, Task, TaskPreset
 
 __all__ = [
-    "attend", "blend_regions", "plan_regions", "sagi", "salq",
+    "attend", "blend_regions", "plan_regions", "target_attention",
     "CONDITION", "SUBJECT", "TARGET", "RowLayout", "row_layout",
-    "resize_mask", "site_mask",
-    "NUM_SD15_LAYERS", "PRESETS", "MCASchedule", "Op", "step_at_sigma",
+    "MASK_THRESHOLD", "resize_mask", "site_mask",
+    "MCARun", "RunStep",
+    "NUM_SD15_LAYERS", "MCASchedule", "Op",
+    "PRESETS", "Task", "TaskPreset",
 ]

@@ -4,7 +4,7 @@ Tensors are ``[batch, tokens, heads * dim_head]`` (heads merged, as ComfyUI's at
 receives them). Masks are ``[tokens]`` or ``[batch, tokens]`` floats in 0..1, already resized to the
 site and flattened row-major.
 
-Rules shared by both operations:
+Rules shared by both operations (``MASK_THRESHOLD`` = 0.5):
 - foreground keys: subject positions where ``subject_mask > 0.5``;
 - background keys: condition positions where ``edit_mask <= 0.5``;
 - output per query position: ``edit_mask * fg + (1 - edit_mask) * bg``.
@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
-SUBJECT_THRESHOLD = 0.5
-EDIT_THRESHOLD = 0.5
+from .layout import RowLayout
+from .masks import MASK_THRESHOLD
+from .schedule import Op
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -70,8 +71,8 @@ def plan_regions(subject_mask: torch.Tensor, edit_mask: torch.Tensor) -> RegionP
     fg_weight = edit if fg_queries is None else edit[fg_queries]
     bg_weight = 1 - (edit if bg_queries is None else edit[bg_queries])
     return RegionPlan(
-        fg_keys=_subset(subject_mask > SUBJECT_THRESHOLD),
-        bg_keys=_subset(edit_mask <= EDIT_THRESHOLD),
+        fg_keys=_subset(subject_mask > MASK_THRESHOLD),
+        bg_keys=_subset(edit_mask <= MASK_THRESHOLD),
         fg_queries=fg_queries,
         bg_queries=bg_queries,
         fg_weight=fg_weight.unsqueeze(1),
@@ -102,39 +103,21 @@ def blend_regions(q_fg, k_fg, v_fg, q_bg, k_bg, v_bg, plan: RegionPlan, heads: i
     return q_fg.new_zeros(q_fg.shape) if out is None else out
 
 
-def _per_row_masks(mask: torch.Tensor, batch: int, tokens: int, name: str) -> torch.Tensor:
-    if mask.dim() == 1:
-        mask = mask.unsqueeze(0)
-    if mask.dim() != 2 or mask.shape[-1] != tokens or mask.shape[0] not in (1, batch):
-        raise ValueError(
-            f"{name} must be [tokens] or [batch, tokens] with tokens={tokens} and batch={batch}, "
-            f"got shape {tuple(mask.shape)}"
-        )
-    return mask.expand(batch, tokens)
+def target_attention(op: Op, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: RowLayout,
+                     plan: RegionPlan, heads: int) -> torch.Tensor:
+    """The target rows ``[chunks, tokens, heads*d]`` of one attention call under SALQ or SAGI.
 
+    ``q``, ``k``, ``v`` hold the whole MCA batch (every chunk's condition, subject and target rows);
+    ``rows`` says which rows are which. This is the one function the attn1 replacement calls.
 
-def _blend_with_masks(q_fg, k_fg, v_fg, q_bg, k_bg, v_bg, subject_mask, edit_mask, heads):
-    batch, tokens, _ = q_fg.shape
-    subject = _per_row_masks(subject_mask, batch, k_fg.shape[1], "subject_mask")
-    edit = _per_row_masks(edit_mask, batch, tokens, "edit_mask")
-    if edit.shape[1] != k_bg.shape[1]:
-        raise ValueError("edit_mask must cover the condition keys: queries and keys need the same token count")
-    if bool((subject == subject[:1]).all()) and bool((edit == edit[:1]).all()):
-        plan = plan_regions(subject[0], edit[0])
-        return blend_regions(q_fg, k_fg, v_fg, q_bg, k_bg, v_bg, plan, heads)
-    rows = []
-    for r in range(batch):
-        plan = plan_regions(subject[r], edit[r])
-        row = slice(r, r + 1)
-        rows.append(blend_regions(q_fg[row], k_fg[row], v_fg[row], q_bg[row], k_bg[row], v_bg[row], plan, heads))
-    return torch.cat(rows)
-
-
-def salq(q_t, k_s, v_s, k_c, v_c, subject_mask, edit_mask, heads: int) -> torch.Tensor:
-    """Self-Attention Local Query: target queries over subject fg keys and condition bg keys."""
-    return _blend_with_masks(q_t, k_s, v_s, q_t, k_c, v_c, subject_mask, edit_mask, heads)
-
-
-def sagi(q_s, k_s, v_s, q_c, k_c, v_c, subject_mask, edit_mask, heads: int) -> torch.Tensor:
-    """Self-Attention Global Injection: the subject's and condition's own restricted attention."""
-    return _blend_with_masks(q_s, k_s, v_s, q_c, k_c, v_c, subject_mask, edit_mask, heads)
+    - SALQ (Self-Attention Local Query): the *target's* queries over the subject's foreground keys and
+      the condition's background keys.
+    - SAGI (Self-Attention Global Injection): the subject's own restricted attention inside the edit
+      region and the condition's own restricted attention outside it.
+    """
+    c, s, t = rows.condition, rows.subject, rows.target
+    if op is Op.SALQ:
+        return blend_regions(q[t], k[s], v[s], q[t], k[c], v[c], plan, heads)
+    if op is Op.SAGI:
+        return blend_regions(q[s], k[s], v[s], q[c], k[c], v[c], plan, heads)
+    raise ValueError(f"target_attention needs Op.SALQ or Op.SAGI, got {op}")

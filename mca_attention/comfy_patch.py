@@ -6,7 +6,6 @@ same in every cond/uncond chunk, whether ComfyUI batches the chunks or runs them
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -15,20 +14,16 @@ from typing import Callable
 import torch
 from comfy.ldm.modules import attention as comfy_attention  # looked up per call: ComfyUI may swap it
 
-from .attention import RegionPlan, blend_regions, plan_regions
-from .cross_attention_mask import CrossAttentionRecorder, token_attention_map
-from .layout import ROWS_PER_CHUNK, row_layout
-from .masks import as_single_mask, site_mask
-from .schedule import NUM_SD15_LAYERS, MCASchedule, Op, step_at_sigma
+from .attention import RegionPlan, plan_regions, target_attention
+from .cross_attention_mask import CrossAttentionMaps, token_attention_map
+from .layout import ROWS_PER_CHUNK, RowLayout, row_layout
+from .masks import MASK_THRESHOLD, as_single_mask, site_mask
+from .run import MCARun, run_step
+from .schedule import NUM_SD15_LAYERS, MCASchedule, Op
+from .tasks import TaskPreset
 
 STATE_KEY = "mca_ctrl"
 logger = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=None)
-def _warn_not_mca_batch(rows: int) -> None:
-    logger.warning("MCA attention is inactive in a %d-row batch: it acts on the 3-row batch of the MCA Sampler "
-                   "(condition, subject, target). Other samplers run the patched model unchanged.", rows)
 
 
 @dataclass(frozen=True)
@@ -62,75 +57,83 @@ def find_attention_sites(diffusion_model: torch.nn.Module) -> list[AttentionSite
     return sites
 
 
+def min_latent_side(diffusion_model: torch.nn.Module) -> int:
+    """The smallest latent side the UNet can take: 2 to the number of its stride-2 downsamplings."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample
+
+    return 2 ** sum(isinstance(module, Downsample) for module in diffusion_model.input_blocks.modules())
+
+
 def _checked_mask(mask: torch.Tensor, name: str) -> torch.Tensor:
     single = as_single_mask(mask, name)
-    if not bool((single > 0.5).any()):
-        raise ValueError(f"{name} is empty (no pixel above 0.5): check the mask node or its threshold")
+    if not bool((single > MASK_THRESHOLD).any()):
+        raise ValueError(f"{name} is empty (no pixel above {MASK_THRESHOLD}): check the mask node or its threshold")
     return single.detach().to("cpu").clone()
 
 
-@dataclass
+@dataclass(eq=False)
 class MCAState:
-    """Settings and per-site caches shared by all sites of one patched model.
+    """Settings shared by all sites of one patched model; per-run data lives in the run's cache.
 
-    Travels in ``transformer_options`` so that the MCA Sampler can read the mode and masks; a
-    ComfyUI ``clone()`` (0.3.75 deep-copies model options) keeps sharing this one object.
+    Travels in ``transformer_options`` so that the MCA Sampler can read the task and masks; a ComfyUI
+    ``clone()`` (0.3.75 deep-copies model options) keeps sharing this one object, which holds nothing
+    that changes during sampling except the once-only warnings.
     The edit mask is either given, or (generation) derived each step from cross-attention.
     """
 
+    preset: TaskPreset
     schedule: MCASchedule
+    num_layers: int
     subject_mask: torch.Tensor
     edit_mask: torch.Tensor | None
-    mode: str = "swap"
-    cross: CrossAttentionRecorder | None = None
-    trace: list | None = None  # when a list, every call appends (step, layer, op, chunks)
-    _plans: dict = field(default_factory=dict, repr=False)
+    subject_tokens: list[int] | None = None
+    target_text_cond: torch.Tensor | None = None  # generation: the encoded text the subject tokens index into
+    trace: list | None = None  # when a list, every call appends (step, layer, op, chunks): for tests
+    _warned: set = field(default_factory=set, repr=False)
 
     def __deepcopy__(self, memo):
         return self
 
-    def edit_mask_at(self, run, step: int) -> torch.Tensor | None:
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+    def run_cache(self, run: MCARun) -> dict:
+        """This model's scratch for one run: the schedule table, index plans, row layouts, maps."""
+        cache = run.cache_for(self)
+        if not cache:
+            cache.update(ops=self.schedule.table(run.total_steps, self.num_layers), plans={}, layouts={},
+                         cross=CrossAttentionMaps() if self.edit_mask is None else None)
+        return cache
+
+    def edit_mask_at(self, cache: dict, step: int) -> torch.Tensor | None:
         if self.edit_mask is not None:
             return self.edit_mask
-        return self.cross.mask_before(run, step)
+        return cache["cross"].mask_before(step)
 
-    def plan(self, height: int, width: int, device: torch.device, run, step: int) -> RegionPlan | None:
+    def plan(self, cache: dict, step: int, height: int, width: int, device: torch.device) -> RegionPlan | None:
         """Index sets for this site; None while a cross-attention mask is not available yet.
 
         Built once per site resolution and edit mask (once per run, or once per step when the mask
         comes from cross-attention), not per attention call.
         """
-        edit = self.edit_mask_at(run, step)
+        edit = self.edit_mask_at(cache, step)
         if edit is None:
             return None
         key = (height, width, str(device))
-        cached = self._plans.get(key)
+        cached = cache["plans"].get(key)
         if cached is None or cached[0] is not edit:
             plan = plan_regions(site_mask(self.subject_mask, height, width).to(device),
                                 site_mask(edit, height, width).to(device))
-            cached = self._plans[key] = (edit, plan)
+            cached = cache["plans"][key] = (edit, plan)
         return cached[1]
 
-
-_last_step: tuple = (None, None, None)  # (sigmas, schedule, step) of the last UNet call: one lookup per call
-
-
-def current_step(extra_options: dict) -> tuple[int, int] | None:
-    """``(step, total_steps)`` from the sampler's sigmas, or None outside a sampler run.
-
-    All sites of one UNet call share its ``sigmas`` tensor, so the lookup (a device sync on a GPU) runs
-    once per call, not once per site.
-    """
-    global _last_step
-    schedule_sigmas = extra_options.get("sample_sigmas")
-    sigmas = extra_options.get("sigmas")
-    if schedule_sigmas is None or sigmas is None or schedule_sigmas.numel() < 2:
-        return None
-    cached_sigmas, cached_schedule, cached_step = _last_step
-    if cached_sigmas is not sigmas or cached_schedule is not schedule_sigmas:
-        cached_step = step_at_sigma(float(sigmas.flatten()[0]), schedule_sigmas), schedule_sigmas.numel() - 1
-        _last_step = (sigmas, schedule_sigmas, cached_step)
-    return cached_step
+    def layout(self, cache: dict, total_rows: int, cond_or_uncond: list[int], device: torch.device) -> RowLayout:
+        key = (total_rows, tuple(cond_or_uncond), str(device))
+        if key not in cache["layouts"]:
+            cache["layouts"][key] = row_layout(total_rows, cond_or_uncond, device)
+        return cache["layouts"][key]
 
 
 def ordinary_attention(q, k, v, extra_options: dict) -> torch.Tensor:
@@ -139,6 +142,10 @@ def ordinary_attention(q, k, v, extra_options: dict) -> torch.Tensor:
         q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
         transformer_options=extra_options,
     )
+
+
+OUTSIDE_MCA_SAMPLER = ("An MCA-patched model is being sampled outside the MCA Sampler (e.g. by DDIM Invert or a "
+                       "KSampler): MCA attention does nothing there. Only the MCA Sampler runs it.")
 
 
 class MCASiteAttention:
@@ -158,36 +165,35 @@ class MCASiteAttention:
         return ordinary_attention(q, k, v, extra_options)
 
     def __call__(self, q, k, v, extra_options):
-        step = current_step(extra_options)
-        op = Op.NONE if step is None else self.state.schedule.op_at(step[0], self.layer, step[1])
-        chunks = len(extra_options["cond_or_uncond"])
-        if op is not Op.NONE and q.shape[0] != ROWS_PER_CHUNK * chunks:
-            _warn_not_mca_batch(q.shape[0] // chunks)
+        current = run_step(extra_options)
+        if current is None:
+            self.state.warn_once("outside", OUTSIDE_MCA_SAMPLER)
+            return self._ordinary(q, k, v, extra_options)
+        cache = self.state.run_cache(current.run)
+        op = cache["ops"][current.step][self.layer]
+        cond_or_uncond = extra_options["cond_or_uncond"]
+        if op is not Op.NONE and q.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond):
+            self.state.warn_once("rows", f"MCA attention is inactive in a {q.shape[0] // len(cond_or_uncond)}-row "
+                                         f"batch: it needs the MCA Sampler's 3 rows (condition, subject, target).")
             op = Op.NONE
         plan = None
         if op is not Op.NONE:
             height, width = extra_options["activations_shape"][-2:]
-            plan = self.state.plan(int(height), int(width), q.device, extra_options["sample_sigmas"], step[0])
+            plan = self.state.plan(cache, current.step, int(height), int(width), q.device)
             op = op if plan is not None else Op.NONE
-        if self.state.trace is not None and step is not None:
-            self.state.trace.append((step[0], self.layer, op, chunks))
+        if self.state.trace is not None:
+            self.state.trace.append((current.step, self.layer, op, len(cond_or_uncond)))
         if op is Op.NONE:
             return self._ordinary(q, k, v, extra_options)
 
-        rows = row_layout(q.shape[0], extra_options["cond_or_uncond"], q.device)
-        heads = extra_options["n_heads"]
-        c, s, t = rows.condition, rows.subject, rows.target
-        if op is Op.SALQ:
-            target = blend_regions(q[t], k[s], v[s], q[t], k[c], v[c], plan, heads)
-        else:
-            target = blend_regions(q[s], k[s], v[s], q[c], k[c], v[c], plan, heads)
-
+        rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device)
+        target = target_attention(op, q, k, v, rows, plan, extra_options["n_heads"])
         if self.previous is not None:
             out = self.previous(q, k, v, extra_options).clone()
         else:
             out = torch.empty_like(q)
             out[rows.keep] = ordinary_attention(q[rows.keep], k[rows.keep], v[rows.keep], extra_options)
-        out[t] = target.to(out.dtype)
+        out[rows.target] = target.to(out.dtype)
         return out
 
 
@@ -208,30 +214,26 @@ class MCACrossAttentionProbe:
         return self
 
     def __call__(self, n, context, value, extra_options):
-        step = current_step(extra_options)
+        current = run_step(extra_options)
         cond_or_uncond = extra_options.get("cond_or_uncond", [])
         height, width = (int(v) for v in extra_options["activations_shape"][-2:])
-        if (step is None or 0 not in cond_or_uncond or n.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond)
+        if (current is None or 0 not in cond_or_uncond or n.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond)
                 or (height, width) != _third_level_size(extra_options["original_shape"])):
             return n, context, value
+        cache = self.state.run_cache(current.run)
         block = extra_options["block"]
         module = self.cross_attention[(block[0], block[1], extra_options.get("block_index", 0))]
-        rows = row_layout(n.shape[0], cond_or_uncond, n.device)
+        rows = self.state.layout(cache, n.shape[0], cond_or_uncond, n.device)
         target = rows.target[[i for i, kind in enumerate(cond_or_uncond) if kind == 0]]
         q = module.to_q(n[target])
         k = module.to_k(context[target])
-        flat = token_attention_map(q, k, extra_options["n_heads"], self.state.cross.token_indices).mean(0)
-        self.state.cross.record(extra_options["sample_sigmas"], step[0], flat, height, width)
+        flat = token_attention_map(q, k, extra_options["n_heads"], self.state.subject_tokens).mean(0)
+        cache["cross"].record(current.step, flat, height, width)
         return n, context, value
 
 
-def patch_model(model, schedule: MCASchedule, subject_mask: torch.Tensor, edit_mask: torch.Tensor | None,
-                mode: str = "swap", subject_tokens: list[int] | None = None):
-    """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at all 16 SD1.5 sites.
-
-    Without ``edit_mask`` the edit region comes from the target's cross-attention to the text tokens at
-    ``subject_tokens`` (generation mode).
-    """
+def check_model(model) -> list[AttentionSite]:
+    """The model's self-attention sites, after refusing models MCA cannot run on."""
     sites = find_attention_sites(model.get_model_object("diffusion_model"))
     if len(sites) != NUM_SD15_LAYERS:
         raise ValueError(
@@ -241,23 +243,41 @@ def patch_model(model, schedule: MCASchedule, subject_mask: torch.Tensor, edit_m
     latent_channels = getattr(model.model.latent_format, "latent_channels", 4)
     if latent_channels != 4:
         raise ValueError(f"MCA needs an SD1.5 model with 4 latent channels; this one has {latent_channels}.")
+    return sites
+
+
+def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: torch.Tensor,
+                edit_mask: torch.Tensor | None, subject_tokens: list[int] | None = None,
+                target_text_cond: torch.Tensor | None = None):
+    """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at every self-attention site.
+
+    Without ``edit_mask`` (generation) the edit region comes from the target's cross-attention to the
+    text tokens at ``subject_tokens`` of the target prompt (``target_text_cond``, when given, is that
+    prompt encoded, so that the sampler can check it receives the same prompt).
+    """
+    sites = check_model(model)
+    if edit_mask is None and preset.needs_edit_mask:
+        raise ValueError(f"the {preset.task.value} preset needs an edit_mask: the region of the condition image "
+                         f"where the subject goes (SLM Mask of the object to replace, or a drawn region).")
     if edit_mask is None and not subject_tokens:
         raise ValueError("MCA Attention Patch needs an edit_mask, or (generation) the subject word's token "
                          "positions in the target prompt to derive it from cross-attention.")
 
     state = MCAState(
+        preset=preset,
         schedule=schedule,
+        num_layers=len(sites),
         subject_mask=_checked_mask(subject_mask, "subject_mask"),
         edit_mask=None if edit_mask is None else _checked_mask(edit_mask, "edit_mask"),
-        mode=mode,
-        cross=None if edit_mask is not None else CrossAttentionRecorder(subject_tokens),
+        subject_tokens=None if edit_mask is not None else list(subject_tokens),
+        target_text_cond=target_text_cond,
     )
     patched = model.clone()
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     for site in sites:
         previous = existing.get(site.key) or existing.get(site.key[:2])
         patched.set_model_attn1_replace(MCASiteAttention(state, site.layer, previous), *site.key)
-    if state.cross is not None:
+    if state.edit_mask is None:
         patched.set_model_attn2_patch(MCACrossAttentionProbe(state, sites))
     # Copy-on-write: the clone's dict may still be shared with the input model on newer ComfyUI.
     transformer_options = dict(patched.model_options.get("transformer_options", {}))

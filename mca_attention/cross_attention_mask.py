@@ -46,28 +46,27 @@ def find_token_positions(prompt_tokens: list[int], word_tokens: list[int]) -> li
     return positions
 
 
-class CrossAttentionRecorder:
-    """Maps of one sampling run, per step; a new run (a new schedule tensor) starts afresh."""
+class CrossAttentionMaps:
+    """The target's cross-attention maps of one sampling run, per step (lives in the run's cache)."""
 
-    def __init__(self, token_indices: list[int]):
-        self.token_indices = list(token_indices)
-        self._run = None
+    def __init__(self):
         self._maps: dict[int, list[torch.Tensor]] = {}
         self._shape: tuple[int, int] | None = None
         self._masks: dict[int, torch.Tensor | None] = {}
 
-    def _enter(self, run) -> None:
-        if run is not self._run:
-            self._run, self._maps, self._masks = run, {}, {}
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        return self._shape
 
-    def record(self, run, step: int, flat_map: torch.Tensor, height: int, width: int) -> None:
-        self._enter(run)
+    def maps_at(self, step: int) -> list[torch.Tensor]:
+        return list(self._maps.get(step, []))
+
+    def record(self, step: int, flat_map: torch.Tensor, height: int, width: int) -> None:
         self._shape = (height, width)
         self._maps.setdefault(step, []).append(flat_map.detach().float().cpu())
 
-    def mask_before(self, run, step: int) -> torch.Tensor | None:
+    def mask_before(self, step: int) -> torch.Tensor | None:
         """The edit mask for ``step`` from the maps of earlier steps, or None at the first step."""
-        self._enter(run)
         if step not in self._masks:
             maps = [m for s, ms in self._maps.items() if s < step for m in ms]
             self._masks[step] = mask_from_maps(maps, *self._shape) if maps else None

@@ -6,7 +6,6 @@ runs them in separate calls or at cfg 1.0), so the UNet sees ``len(cond_or_uncon
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -30,12 +29,8 @@ class RowLayout:
 
 
 def row_layout(total_rows: int, cond_or_uncond: list[int], device: torch.device | None = None) -> RowLayout:
-    """Row indices for an attention call of ``total_rows`` rows and the given chunk list (cached)."""
-    return _row_layout(total_rows, len(cond_or_uncond), None if device is None else torch.device(device))
-
-
-@functools.lru_cache(maxsize=64)
-def _row_layout(total_rows: int, chunks: int, device: torch.device | None) -> RowLayout:
+    """Row indices for an attention call of ``total_rows`` rows and the given chunk list."""
+    chunks = len(cond_or_uncond)
     if chunks == 0 or total_rows % chunks != 0:
         raise ValueError(f"cannot split {total_rows} attention rows into {chunks} cond/uncond chunks")
     per_chunk = total_rows // chunks

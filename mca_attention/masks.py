@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+MASK_THRESHOLD = 0.5  # a mask value above this counts as "set" (subject keys, edit region, emptiness checks)
+
 
 def as_single_mask(mask: torch.Tensor, name: str) -> torch.Tensor:
     """A ComfyUI MASK ``[1, H, W]`` or ``[H, W]`` as a float ``[H, W]`` in 0..1."""

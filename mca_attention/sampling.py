@@ -5,6 +5,9 @@ with its inversion latent at that sigma, so it replays its source image and only
 values to the target. After every step the target outside the blend mask is replaced by the
 condition's latent at the sigma the target has just reached (so the last step leaves the background
 equal to the condition's clean latent).
+
+Every model call carries the run and its step in ``transformer_options`` (see ``run``), which is how
+the MCA attention knows where it is.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .layout import CONDITION, TARGET
+from .run import MCARun, with_run_step
 
 
 @dataclass
@@ -31,10 +35,17 @@ def _blend_source(control: RowControl, x: torch.Tensor, step: int) -> torch.Tens
 
 @torch.no_grad()
 def mca_sample_loop(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
-                    callback=None, disable: bool | None = None, control: RowControl | None = None) -> torch.Tensor:
-    """k-diffusion style sampler over the 3-row batch ``x`` (``model`` returns the denoised latent)."""
+                    callback=None, disable: bool | None = None, control: RowControl | None = None,
+                    run: MCARun | None = None) -> torch.Tensor:
+    """k-diffusion style sampler over the 3-row batch ``x`` (``model`` returns the denoised latent).
+
+    ``run`` names this sampling run (a fresh one when None); its step count must match ``sigmas``.
+    """
     extra_args = {} if extra_args is None else extra_args
     control = RowControl() if control is None else control
+    run = MCARun(total_steps=len(sigmas) - 1) if run is None else run
+    if run.total_steps != len(sigmas) - 1:
+        raise ValueError(f"the run was made for {run.total_steps} steps but the schedule has {len(sigmas) - 1}")
     x = x.clone()
     if control.target_start is not None:
         x[TARGET] = control.target_start.to(x)
@@ -45,7 +56,7 @@ def mca_sample_loop(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: di
         for row, trajectory in control.pinned.items():
             x[row] = trajectory[i].to(x)
         sigma = sigmas[i]
-        denoised = model(x, sigma * ones, **extra_args)
+        denoised = model(x, sigma * ones, **with_run_step(extra_args, run, i))
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         x = x + (x - denoised) / sigma * (sigmas[i + 1] - sigma)

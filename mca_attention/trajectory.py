@@ -43,16 +43,16 @@ def read_trajectory(latent: dict, name: str) -> Trajectory | None:
     return Trajectory(latents=data["latents"], sigmas=data["sigmas"])
 
 
-def check_matches_schedule(trajectory: Trajectory, sigmas: torch.Tensor, name: str) -> None:
-    """Refuse a trajectory recorded on another schedule (other step count, scheduler or model)."""
+def check_matches_schedule(trajectory: Trajectory, sigmas: torch.Tensor, name: str, other: str) -> None:
+    """Refuse a trajectory recorded on another schedule than ``other``'s (other steps, scheduler or model)."""
     sigmas = sigmas.detach().cpu().float()
     if trajectory.steps != sigmas.numel() - 1:
         raise ValueError(
-            f"{name} was inverted with {trajectory.steps} steps but the sampler uses {sigmas.numel() - 1}: "
-            f"set the same steps (and scheduler) on MCA DDIM Invert and MCA Sampler."
+            f"{name} was inverted with {trajectory.steps} steps but {other} has {sigmas.numel() - 1}: give every "
+            f"MCA DDIM Invert the same steps (and scheduler or SIGMAS)."
         )
     if not torch.allclose(trajectory.sigmas.float(), sigmas, rtol=1e-4, atol=1e-6):
         raise ValueError(
-            f"{name} was inverted on another noise schedule than the sampler's: use the same scheduler "
-            f"(or the same SIGMAS input) on MCA DDIM Invert and MCA Sampler."
+            f"{name} was inverted on another noise schedule than {other}: give every MCA DDIM Invert the same "
+            f"scheduler (or the same SIGMAS input) and the same model."
         )

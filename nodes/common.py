@@ -5,6 +5,8 @@ import torch
 
 import comfy.samplers
 
+from ..mca_attention.comfy_patch import min_latent_side
+
 CATEGORY = "MCA-Ctrl"
 DEFAULT_SCHEDULER = "ddim_uniform"
 
@@ -35,10 +37,17 @@ def single_prompt(conditioning: list, name: str) -> tuple[torch.Tensor, dict]:
     return tensor, options
 
 
-def check_sd15_latent(samples: torch.Tensor, name: str) -> None:
-    """Refuse latents that are not SD1.5's 4-channel ``[batch, 4, h, w]``."""
+def check_latent(samples: torch.Tensor, model, name: str) -> None:
+    """Refuse latents the MCA nodes cannot use: not ``[batch, 4, h, w]``, or smaller than the coarsest site."""
     if samples.dim() != 4 or samples.shape[1] != 4:
         raise ValueError(
             f"{name}: expected an SD1.5 latent [batch, 4, h, w], got shape {tuple(samples.shape)}. "
             f"Encode the image with an SD1.5 VAE (VAE Encode from the SD1.5 checkpoint)."
+        )
+    side = min_latent_side(model.get_model_object("diffusion_model"))
+    height, width = samples.shape[-2:]
+    if height < side or width < side:
+        raise ValueError(
+            f"{name}: the latent is {width}x{height} ({width * 8}x{height * 8} px); the model's coarsest attention "
+            f"level needs at least {side}x{side} ({side * 8}x{side * 8} px). Use a larger image."
         )

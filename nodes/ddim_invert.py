@@ -8,7 +8,7 @@ import comfy.samplers
 
 from ..mca_attention.inversion import ddim_inversion_walk
 from ..mca_attention.trajectory import TRAJECTORY_KEY, from_inversion
-from .common import CATEGORY, check_sd15_latent, schedule_sigmas
+from .common import CATEGORY, check_latent, schedule_sigmas
 from .progress import sampling_callback
 
 
@@ -23,7 +23,7 @@ def invert_latent(model, samples: torch.Tensor, positive: list, negative: list, 
                   sigmas: torch.Tensor, callback=None, disable_pbar: bool = True,
                   skip_identical_uncond: bool = True) -> dict:
     """Run the inversion walk inside ComfyUI's sampler machinery; returns a LATENT dict."""
-    check_sd15_latent(samples, "latent")
+    check_latent(samples, model, "latent")
     ascending = sigmas.flip(0)
     if skip_identical_uncond and same_prompt(positive, negative):
         cfg = 1.0  # identical cond and uncond: CFG changes nothing, so skip the uncond pass
@@ -53,7 +53,7 @@ class MCADDIMInvert:
                 "latent": ("LATENT", {"tooltip": "The image encoded with VAE Encode."}),
                 "positive": ("CONDITIONING", {"tooltip": "Inversion prompt; an empty prompt is the paper's setting."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
-                                  "tooltip": "Must equal the MCA Sampler's steps (ddim_uniform schedule)."}),
+                                  "tooltip": "Denoising steps (ddim_uniform schedule); the MCA Sampler takes its steps from the subject's inversion. Invert subject and condition with the same steps."}),
                 "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,
                                   "tooltip": "Guidance during inversion; 1.0 reconstructs best. Skipped when the "
                                              "negative equals the prompt (or is not connected)."}),

@@ -8,15 +8,16 @@ import torch
 import comfy.sample
 import comfy.samplers
 
-from ..mca_attention.comfy_patch import mca_state
-from ..mca_attention.layout import CONDITION, SUBJECT
+from ..mca_attention.comfy_patch import MCAState, mca_state
+from ..mca_attention.layout import CONDITION, SUBJECT, TARGET
 from ..mca_attention.masks import as_single_mask, resize_mask
+from ..mca_attention.run import MCARun
 from ..mca_attention.sampling import RowControl, mca_sample_loop
 from ..mca_attention.trajectory import Trajectory, check_matches_schedule, read_trajectory
-from .common import CATEGORY, check_sd15_latent, schedule_sigmas, single_prompt
+from .common import CATEGORY, check_latent, single_prompt
 from .progress import sampling_callback
 
-BLEND_MODES = ("swap", "add")
+LATENT_TO_PIXELS = 8
 
 
 def row_prompts(condition: list, subject: list, target: list) -> list:
@@ -26,20 +27,34 @@ def row_prompts(condition: list, subject: list, target: list) -> list:
     tensors = [p[0] for p in prompts]
     tokens = math.lcm(*(t.shape[1] for t in tensors))  # as ComfyUI pads long prompts: repeat to a common length
     stacked = torch.cat([t.repeat(1, tokens // t.shape[1], 1) for t in tensors])
-    return [[stacked, dict(prompts[2][1])]]
+    return [[stacked, dict(prompts[TARGET][1])]]
 
 
-def _single_item(latent: dict, name: str) -> torch.Tensor:
+def patched_state(model) -> MCAState:
+    """The MCA settings of a patched model; an unpatched one is refused (it would sample a plain image)."""
+    state = mca_state(model)
+    if state is None:
+        raise ValueError("MCA Sampler needs the model from MCA Attention Patch: this MODEL is not patched, so the "
+                         "result would be a plain image with no subject transfer. Connect MODEL through MCA "
+                         "Attention Patch (LoRA or other model patches may sit before or after it).")
+    return state
+
+
+def _single_item(latent: dict, model, name: str) -> torch.Tensor:
     samples = latent["samples"]
-    check_sd15_latent(samples, name)
+    check_latent(samples, model, name)
     if samples.shape[0] != 1:
         raise ValueError(f"{name}: MCA works on one image per row, got a batch of {samples.shape[0]}")
     return samples
 
 
-def _pinned_row(trajectory: Trajectory, sigmas: torch.Tensor, name: str) -> torch.Tensor:
-    check_matches_schedule(trajectory, sigmas, name)
-    return trajectory.row(0)
+def sampling_schedule(subject: Trajectory, sigmas: torch.Tensor | None) -> torch.Tensor:
+    """The subject's inversion schedule, or an explicit SIGMAS input (then checked against it)."""
+    if sigmas is None:
+        return subject.sigmas.float()
+    sigmas = sigmas.flatten().float().cpu()
+    check_matches_schedule(subject, sigmas, "subject", "the SIGMAS input")
+    return sigmas
 
 
 def latent_blend_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -47,11 +62,11 @@ def latent_blend_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tens
     return resize_mask(as_single_mask(mask, "blend_mask"), height, width)[None, None]
 
 
-def build_row_control(subject: dict, condition: dict, sigmas: torch.Tensor,
-                      blend_mask: torch.Tensor | None) -> RowControl:
-    """Pins, target start and blend for the loop, after checking that the inputs fit together."""
-    subject_samples = _single_item(subject, "subject")
-    condition_samples = _single_item(condition, "condition")
+def build_row_control(model, state: MCAState, subject: dict, condition: dict, sigmas: torch.Tensor | None,
+                      blend_mask: torch.Tensor | None) -> tuple[RowControl, torch.Tensor]:
+    """Pins, target start and blend for the loop, and the schedule, after checking the inputs fit together."""
+    subject_samples = _single_item(subject, model, "subject")
+    condition_samples = _single_item(condition, model, "condition")
     if subject_samples.shape != condition_samples.shape:
         raise ValueError(
             f"subject latent {tuple(subject_samples.shape[2:])} and condition latent "
@@ -60,55 +75,109 @@ def build_row_control(subject: dict, condition: dict, sigmas: torch.Tensor,
     subject_trajectory = read_trajectory(subject, "subject")
     if subject_trajectory is None:
         raise ValueError("the subject LATENT carries no inversion trajectory: connect it from MCA DDIM Invert.")
-    control = RowControl(pinned={SUBJECT: _pinned_row(subject_trajectory, sigmas, "subject")})
+    schedule = sampling_schedule(subject_trajectory, sigmas)
+    control = RowControl(pinned={SUBJECT: subject_trajectory.row(0)})
     condition_trajectory = read_trajectory(condition, "condition")
+    if condition_trajectory is None and state.preset.needs_condition_image:
+        raise ValueError(
+            f"the {state.preset.task.value} preset needs the condition image inverted: connect the condition LATENT "
+            f"from MCA DDIM Invert (a plain VAE Encode carries no trajectory, and the condition image would be "
+            f"ignored). For generation from noise, set the patch's preset to generation."
+        )
     if condition_trajectory is not None:
-        control.pinned[CONDITION] = _pinned_row(condition_trajectory, sigmas, "condition")
+        check_matches_schedule(condition_trajectory, schedule, "condition", "the subject")
+        control.pinned[CONDITION] = condition_trajectory.row(0)
         control.target_start = control.pinned[CONDITION][0]
     if blend_mask is not None:
         control.blend_mask = latent_blend_mask(blend_mask, *subject_samples.shape[2:])
-    return control
+    return control, schedule
+
+
+def check_target_prompt(state: MCAState, target_prompt: list) -> None:
+    """Generation: the subject tokens must index the very prompt the target row receives."""
+    target, _ = single_prompt(target_prompt, "target_prompt")
+    if state.subject_tokens and max(state.subject_tokens) >= target.shape[1]:
+        raise ValueError(f"the patch's subject token {max(state.subject_tokens)} lies beyond the target prompt's "
+                         f"{target.shape[1]} tokens: check token_indices on MCA Attention Patch.")
+    expected = state.target_text_cond
+    if expected is None:
+        return
+    same = expected.shape == target.shape and torch.allclose(
+        expected.float(), target.detach().float().cpu(), atol=1e-3 * float(expected.abs().max()), rtol=0)
+    if not same:
+        raise ValueError("the target_text on MCA Attention Patch is not the text of the target_prompt given to MCA "
+                         "Sampler, so the subject word's tokens would point at other words. Type the same text in "
+                         "both (and encode it with the same CLIP).")
 
 
 def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative, subject: dict, condition: dict,
-               seed: int, cfg: float, sigmas: torch.Tensor, blend_mask=None, callback=None, disable_pbar=True):
-    """Sample the 3-row batch; returns the ``[3, 4, h, w]`` latent rows."""
-    control = build_row_control(subject, condition, sigmas, blend_mask)
+               seed: int, cfg: float, sigmas: torch.Tensor | None = None, blend_mask=None, local_blend: bool = True,
+               make_callback=None, disable_pbar=True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample the 3-row batch of a patched model; returns the ``[3, 4, h, w]`` rows and the edit mask used.
+
+    The schedule is the subject trajectory's (``sigmas``, when given, must equal it). The blend mask is
+    ``blend_mask`` or the patch's edit mask when the task blends and ``local_blend`` is on.
+    ``make_callback(steps)``, when given, returns the per-step callback (progress, preview, Cancel).
+    """
+    state = patched_state(model)
+    if not (local_blend and state.preset.local_blend):
+        blend_mask = None
+    elif blend_mask is None:
+        blend_mask = state.edit_mask
+    control, schedule = build_row_control(model, state, subject, condition, sigmas, blend_mask)
+    if state.edit_mask is None:
+        check_target_prompt(state, target_prompt)
+    run = MCARun(total_steps=schedule.numel() - 1)
     single = condition["samples"]
     noise = comfy.sample.prepare_noise(torch.zeros_like(single), seed).repeat(3, 1, 1, 1)
-    sampler = comfy.samplers.KSAMPLER(mca_sample_loop, extra_options={"control": control})
+    sampler = comfy.samplers.KSAMPLER(mca_sample_loop, extra_options={"control": control, "run": run})
     positive = row_prompts(condition_prompt, subject_prompt, target_prompt)
-    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative,
+    callback = None if make_callback is None else make_callback(run.total_steps)
+    rows = comfy.sample.sample_custom(model, noise, cfg, sampler, schedule, positive, negative,
                                       torch.zeros_like(noise), callback=callback, disable_pbar=disable_pbar,
                                       seed=seed)
+    edit = state.edit_mask
+    if edit is None:
+        edit = state.run_cache(run)["cross"].mask_before(run.total_steps)
+    return rows, edit
+
+
+def edit_mask_output(edit: torch.Tensor | None, latent_height: int, latent_width: int) -> torch.Tensor:
+    """The edit region as a MASK at image size (all zero when there was none)."""
+    height, width = latent_height * LATENT_TO_PIXELS, latent_width * LATENT_TO_PIXELS
+    if edit is None:
+        return torch.zeros(1, height, width)
+    return resize_mask(edit.float(), height, width)[None]
 
 
 class MCASampler:
-    DESCRIPTION = ("Samples condition, subject and target as one 3-row batch. Rows with an inversion trajectory "
-                   "are pinned to it; the target starts from the condition's start noise and, outside the blend "
-                   "mask, is replaced by the condition (local blend). Use with MCA Attention Patch.")
+    DESCRIPTION = ("Samples condition, subject and target as one 3-row batch with the MCA-patched model. Rows with "
+                   "an inversion trajectory are pinned to it; the target starts from the condition's start noise "
+                   "and, in swap/add, is kept equal to the condition outside the edit mask (local blend). The "
+                   "steps and schedule are those of the subject's MCA DDIM Invert.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
-    RETURN_TYPES = ("LATENT", "LATENT")
-    RETURN_NAMES = ("target", "all_rows")
-    OUTPUT_TOOLTIPS = ("The generated image's latent.", "All three rows [condition, subject, target], to inspect.")
+    RETURN_TYPES = ("LATENT", "LATENT", "MASK")
+    RETURN_NAMES = ("target", "all_rows", "edit_mask")
+    OUTPUT_TOOLTIPS = ("The generated image's latent.", "All three rows [condition, subject, target], to inspect.",
+                       "The edit region MCA used: the patch's edit mask, or in generation the one derived from "
+                       "the subject word's cross-attention (at image size).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "Normally the output of MCA Attention Patch."}),
+                "model": ("MODEL", {"tooltip": "The output of MCA Attention Patch (an unpatched model is refused)."}),
                 "condition_prompt": ("CONDITIONING", {"tooltip": "Describes the condition image, e.g. 'a photo of a cat'."}),
                 "subject_prompt": ("CONDITIONING", {"tooltip": "Describes the subject image, e.g. 'a photo of a fox'."}),
                 "target_prompt": ("CONDITIONING", {"tooltip": "Describes the result, e.g. 'a photo of a fox'."}),
                 "negative": ("CONDITIONING", {"tooltip": "One negative prompt shared by all three rows."}),
-                "subject": ("LATENT", {"tooltip": "The subject image from MCA DDIM Invert."}),
-                "condition": ("LATENT", {"tooltip": "Swap/add: the condition image from MCA DDIM Invert. "
+                "subject": ("LATENT", {"tooltip": "The subject image from MCA DDIM Invert; its steps and schedule "
+                                                  "are the sampler's."}),
+                "condition": ("LATENT", {"tooltip": "Swap/add: the condition image from MCA DDIM Invert (same steps). "
                                                     "Generation: an Empty Latent Image of the output size."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
                                  "tooltip": "Noise seed for the condition and target rows (generation)."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
-                                  "tooltip": "Must equal the steps of MCA DDIM Invert (ddim_uniform schedule)."}),
                 "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1,
                                   "tooltip": "Classifier-free guidance for all rows (official: 7.5)."}),
                 "local_blend": ("BOOLEAN", {"default": True,
@@ -116,23 +185,18 @@ class MCASampler:
                                                        "(uses blend_mask, else the patch's edit mask)."}),
             },
             "optional": {
-                "sigmas": ("SIGMAS", {"tooltip": "Optional schedule; overrides steps. Must match the inversion's."}),
+                "sigmas": ("SIGMAS", {"tooltip": "Optional; must equal the schedule the subject was inverted with "
+                                                 "(by default the sampler takes that schedule itself)."}),
                 "blend_mask": ("MASK", {"tooltip": "Region the target may change; defaults to the patch's edit mask."}),
             },
         }
 
     def sample(self, model, condition_prompt, subject_prompt, target_prompt, negative, subject, condition, seed,
-               steps, cfg, local_blend, sigmas=None, blend_mask=None):
-        schedule = schedule_sigmas(model, steps, sigmas)
-        state = mca_state(model)
-        if local_blend and blend_mask is None and state is not None and state.mode in BLEND_MODES:
-            blend_mask = state.edit_mask
-        if not local_blend:
-            blend_mask = None
-        callback = sampling_callback(model, schedule.numel() - 1)
-        rows = mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative, subject, condition,
-                          seed, cfg, schedule, blend_mask=blend_mask, callback=callback, disable_pbar=False)
-        return {"samples": rows[2:3]}, {"samples": rows}
+               cfg, local_blend, sigmas=None, blend_mask=None):
+        rows, edit = mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative, subject, condition,
+                                seed, cfg, sigmas, blend_mask=blend_mask, local_blend=local_blend,
+                                make_callback=lambda steps: sampling_callback(model, steps), disable_pbar=False)
+        return {"samples": rows[TARGET:TARGET + 1]}, {"samples": rows}, edit_mask_output(edit, *rows.shape[-2:])
 
 
 NODE_CLASS_MAPPINGS = {"MCA_Sampler": MCASampler}

@@ -10,15 +10,18 @@ import torch
 import comfy.model_management
 import folder_paths
 
+from contextlib import ExitStack
+
+from ..mca_attention.masks import resize_mask
+from ..model_files import GROUNDING_DINO, SAM
 from ..slm import build_grounding_dino, build_sam, detect, dilate, load_state_dict, segment_boxes, union
 from ..slm.bert_compat import bert_vocab_dir
 from ..slm.preview import draw_detections
 from .common import CATEGORY
 
-SAM_FOLDER, DINO_FOLDER, BERT_FOLDER = "sams", "grounding-dino", "bert-base-uncased"
+SAM_FOLDER, DINO_FOLDER, BERT_FOLDER = SAM.folder, GROUNDING_DINO.folder, "bert-base-uncased"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-SAM_FILES = "sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth (Meta's segment-anything release)"
-DINO_FILES = "groundingdino_swint_ogc.pth or groundingdino_swinb_cogcoor.pth (IDEA-Research's GroundingDINO release)"
+SAM_FILES, DINO_FILES = SAM.describe(), GROUNDING_DINO.describe()
 
 
 def register_model_folders() -> None:
@@ -42,6 +45,16 @@ def resolve(folder: str, name: str, expected: str) -> str:
         raise FileNotFoundError(f"no model file '{name}' in {folder_paths.get_folder_paths(folder)}: put {expected} "
                                 f"there (nothing is downloaded automatically).")
     return path
+
+
+def build_from_file(path: str, kind: str, expected: str, build):
+    """``build(state_dict)`` for a weights file; a file of another kind is named and refused."""
+    state_dict = load_state_dict(path)
+    try:
+        return build(state_dict)
+    except Exception as error:  # wrong-architecture weights fail deep inside the model constructors
+        raise ValueError(f"{path} is not a {kind} checkpoint ({type(error).__name__}: {str(error)[:300]}). "
+                         f"Put {expected} there.") from error
 
 
 class SLMModel:
@@ -81,7 +94,7 @@ class MCASAMLoader:
 
     def load(self, model_name, device):
         path = resolve(SAM_FOLDER, model_name, SAM_FILES)
-        return (SLMModel(build_sam(load_state_dict(path)), device),)
+        return (SLMModel(build_from_file(path, "segment-anything (SAM)", SAM_FILES, build_sam), device),)
 
 
 class MCAGroundingDINOLoader:
@@ -103,7 +116,9 @@ class MCAGroundingDINOLoader:
             with open(sidecar, encoding="utf-8") as file:
                 overrides = json.load(file)
         vocab = bert_vocab_dir(folder_paths.get_folder_paths(BERT_FOLDER))
-        return (SLMModel(build_grounding_dino(load_state_dict(path), vocab, overrides), device),)
+        model = build_from_file(path, "Grounding DINO", DINO_FILES,
+                                lambda state_dict: build_grounding_dino(state_dict, vocab, overrides))
+        return (SLMModel(model, device),)
 
 
 def as_rgb_uint8(image: torch.Tensor) -> np.ndarray:
@@ -148,7 +163,9 @@ class MCASLMMask:
                                "or return an all-zero mask for that image only."}),
             },
             "optional": {
-                "region": ("MASK", {"tooltip": "Subject addition: use this drawn region instead of detecting."}),
+                "region": ("MASK", {"tooltip": "Subject addition: use this drawn region instead of detecting (no model "
+                                              "runs). A region of another size is resized to the image "
+                                              "(nearest neighbour)."}),
                 "detection_size": ("INT", {"default": 800, "min": 64, "max": 2048, "step": 8,
                                            "tooltip": "Shorter image side for Grounding DINO (its training size: 800)."}),
             },
@@ -157,28 +174,37 @@ class MCASLMMask:
     def segment(self, sam_model, grounding_dino_model, image, phrase, box_threshold, text_threshold, dilation,
                 if_nothing_found, region=None, detection_size=800):
         masks, objects, previews = [], [], []
-        for index, item in enumerate(image):
-            pixels = as_rgb_uint8(item)
-            height, width = pixels.shape[:2]
-            if region is not None:
-                found = region[min(index, region.shape[0] - 1)].float().cpu()[None]
-                previews.append(item[..., :3].cpu() if item.shape[-1] >= 3 else item.repeat(1, 1, 3).cpu())
-            else:
-                with grounding_dino_model as dino:
+        with ExitStack() as on_device:  # each model moves to the device once per call, not once per image
+            dino = sam = None
+            if region is None:
+                dino = on_device.enter_context(grounding_dino_model)
+                sam = on_device.enter_context(sam_model)
+            for index, item in enumerate(image):
+                pixels = as_rgb_uint8(item)
+                height, width = pixels.shape[:2]
+                if region is not None:
+                    found = region_mask(region, index, height, width)
+                    previews.append(torch.from_numpy(pixels).float() / 255.0)
+                else:
                     detections = detect(dino, pixels, phrase, box_threshold, text_threshold, detection_size)
-                if detections.boxes.shape[0] == 0 and if_nothing_found == "error":
-                    raise ValueError(
-                        f"nothing found for '{phrase}' in image {index + 1} of {image.shape[0]} (best score "
-                        f"{detections.best_score:.2f} <= box_threshold {box_threshold}): lower the threshold, "
-                        f"rephrase, draw a region, or set if_nothing_found to 'empty mask'.")
-                with sam_model as sam:
+                    if detections.boxes.shape[0] == 0 and if_nothing_found == "error":
+                        raise ValueError(
+                            f"nothing found for '{phrase}' in image {index + 1} of {image.shape[0]} (best score "
+                            f"{detections.best_score:.2f} <= box_threshold {box_threshold}): lower the threshold, "
+                            f"rephrase, draw a region, or set if_nothing_found to 'empty mask'.")
                     found = segment_boxes(sam, pixels, detections.boxes).float()
-                previews.append(draw_detections(pixels, detections))
-            found = dilate(found, dilation)
-            masks.append(union(found, height, width))
-            objects.extend(found)
+                    previews.append(draw_detections(pixels, detections))
+                found = dilate(found, dilation)
+                masks.append(union(found, height, width))
+                objects.extend(found)
         object_masks = torch.stack(objects) if objects else torch.zeros(0, *image.shape[1:3])
         return torch.stack(masks), object_masks, torch.stack(previews)
+
+
+def region_mask(region: torch.Tensor, index: int, height: int, width: int) -> torch.Tensor:
+    """The drawn region for image ``index`` (the last one repeats), resized (nearest) to the image: ``[1, H, W]``."""
+    mask = region[min(index, region.shape[0] - 1)].float().cpu()
+    return resize_mask(mask, height, width)[None]
 
 
 register_model_folders()

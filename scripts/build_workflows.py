@@ -15,19 +15,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "scripts")]
 
+import comfy_host  # noqa: E402
+
+comfy_host.import_pack_without_host()
+
+from mca_ctrl import model_files  # noqa: E402
 from workflow_builder import Graph, to_api, to_ui  # noqa: E402
 
 WORKFLOWS = REPO / "example_workflows"
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
-SAM = "sam_vit_h_4b8939.pth"
-DINO = "groundingdino_swint_ogc.pth"
+CHECKPOINT = model_files.CHECKPOINT.default
+SAM = model_files.SAM.default
+DINO = model_files.GROUNDING_DINO.default
 SIZE, STEPS, SEED = 512, 50, 42
 
 MODELS_NOTE = (
     "MODELS (nothing is downloaded for you)\n"
-    f"- models/checkpoints/{CHECKPOINT} (any SD1.5 checkpoint)\n"
-    f"- models/sams/{SAM} (or sam_vit_l_0b3195.pth / sam_vit_b_01ec64.pth)\n"
-    f"- models/grounding-dino/{DINO} (or groundingdino_swinb_cogcoor.pth)\n"
+    + "".join(f"- models/{m.folder}/{m.describe()}\n" for m in model_files.EXPECTED_MODELS) +
     "Example images: copy example_workflows/input/*.png into ComfyUI/input (make run does it).\n\n")
 
 
@@ -59,7 +62,7 @@ def _finish(graph: Graph, ckpt, patched, prompts: dict, subject, condition, task
     sampler = graph.add("MCA_Sampler", 5, 1, model=patched.out(), condition_prompt=encoded["condition"].out(),
                         subject_prompt=encoded["subject"].out(), target_prompt=encoded["target"].out(),
                         negative=encoded["negative"].out(), subject=subject.out(), condition=condition.out(),
-                        seed=SEED, steps=STEPS, cfg=7.5, local_blend=True)
+                        seed=SEED, cfg=7.5, local_blend=True)
     decoded = graph.add("VAEDecode", 6, 1, samples=sampler.out(), vae=ckpt.out(2))
     graph.add("SaveImage", 7, 1, images=decoded.out(), filename_prefix=f"mca_{task}")
 
@@ -105,7 +108,7 @@ def swap() -> Graph:
     graph.note(MODELS_NOTE + "SWAP: the cup in the condition image becomes the cat of the subject image.\n"
                "- Edit mask: SLM finds 'the cup', dilated 5 times (3x3), as in the paper's notebook.\n"
                "- MCA Sampler keeps the condition image outside the edit mask (local_blend).\n"
-               "- Both inversions and the sampler use the same steps.", 6, 3)
+               "- Both inversions use the same steps; the sampler takes its steps from them.", 6, 3)
     return graph
 
 
@@ -145,11 +148,10 @@ def render(object_info: dict) -> dict[Path, str]:
 def fetch_object_info() -> dict:
     import tempfile
 
-    sys.path.insert(0, str(REPO / "tests"))
-    import mca_testbed
+    import comfy_server
 
     with tempfile.TemporaryDirectory() as root:
-        server = mca_testbed.ComfyServer(Path(root)).start()
+        server = comfy_server.ComfyServer(Path(root)).start()
         try:
             return server.get("/object_info")
         finally:

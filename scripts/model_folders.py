@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-EXPECTED = {
-    "checkpoints": ["v1-5-pruned-emaonly.safetensors  (any Stable Diffusion 1.5 checkpoint)"],
-    "sams": ["sam_vit_h_4b8939.pth  (or sam_vit_l_0b3195.pth / sam_vit_b_01ec64.pth, Meta's segment-anything)"],
-    "grounding-dino": ["groundingdino_swint_ogc.pth  (or groundingdino_swinb_cogcoor.pth, IDEA-Research)"],
-}
+import comfy_host  # noqa: E402
+
+comfy_host.import_pack_without_host()  # runs before ComfyUI starts: read the plain-data module only
+
+from mca_ctrl.model_files import EXPECTED_MODELS  # noqa: E402
 
 
 def copy_example_inputs(comfy_dir: Path) -> None:
@@ -27,11 +28,11 @@ def main(comfy_dir: str) -> None:
     copy_example_inputs(Path(comfy_dir).resolve())
     models = Path(comfy_dir).resolve() / "models"
     print("MCA-Ctrl: put these model files in place (nothing is downloaded for you):")
-    for folder, files in EXPECTED.items():
-        state = "found" if (models / folder).is_dir() and any((models / folder).iterdir()) else "empty"
-        print(f"  {models / folder}  [{state}]")
-        for name in files:
-            print(f"      {name}")
+    for expected in EXPECTED_MODELS:
+        folder = models / expected.folder
+        state = "found" if folder.is_dir() and any(folder.iterdir()) else "empty"
+        print(f"  {folder}  [{state}]")
+        print(f"      {expected.describe()}")
     print("Then open http://127.0.0.1:8188 and load a workflow from this pack's example_workflows.")
 
 

@@ -5,7 +5,7 @@
 
 Nodes are addressed by their titles (as shown in the graph): --subject / --condition upload an image to
 the "Subject image" / "Condition image" loader, --target sets the "Target prompt" (and the generation
-patch's target_text), --seed and --steps set the sampler (and the inversions), and
+patch's target_text), --seed sets the sampler, --steps the inversions (the sampler takes its steps from them), and
 --set "Title.input=value" sets anything else. Progress is printed as it comes; errors from ComfyUI are
 printed readably and the exit status is 1.
 """
@@ -62,7 +62,7 @@ def apply_arguments(prompt: dict, args, upload) -> dict:
     for node in prompt.values():
         if args.seed is not None and node["class_type"] == "MCA_Sampler":
             node["inputs"]["seed"] = args.seed
-        if args.steps is not None and node["class_type"] in ("MCA_Sampler", "MCA_DDIMInvert"):
+        if args.steps is not None and node["class_type"] == "MCA_DDIMInvert":
             node["inputs"]["steps"] = args.steps
     for assignment in args.set or []:
         target, _, value = assignment.partition("=")

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import comfy_host  # noqa: E402
+
+comfy_host.import_pack_without_host()  # this process checks the SLM under another transformers: no ComfyUI
 
 import transformers  # noqa: E402
 
-from slm import build_grounding_dino, detect, load_state_dict  # noqa: E402
-from slm.bert_compat import bert_vocab_dir  # noqa: E402
+from mca_ctrl.slm import build_grounding_dino, detect, load_state_dict  # noqa: E402
+from mca_ctrl.slm.bert_compat import bert_vocab_dir  # noqa: E402
 
 checkpoint, phrase = sys.argv[1], sys.argv[2]
 overrides = json.loads(Path(checkpoint).with_suffix(".json").read_text())

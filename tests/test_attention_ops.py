@@ -1,11 +1,12 @@
-"""SALQ and SAGI against a dense masked-softmax reference written here; schedule, layout, step lookup."""
+"""The shipped target attention (SALQ, SAGI) against a dense masked-softmax reference written here;
+schedule, tasks, layout."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-import mca_testbed  # noqa: F401  (puts the repository on sys.path)
-from mca_attention import MCASchedule, Op, PRESETS, row_layout, sagi, salq, site_mask, step_at_sigma
+from mca_ctrl.mca_attention import (PRESETS, MCASchedule, Op, Task, plan_regions, row_layout, site_mask,
+                                    target_attention)
 
 TOKENS = 64  # an 8 x 8 site
 
@@ -50,47 +51,69 @@ def masks(kind: str, generator: torch.Generator) -> torch.Tensor:
 KINDS = ["zeros", "ones", "half", "random", "soft"]
 
 
-def qkv(generator, batch=2, heads=8, dim_head=8):
-    return [torch.randn(batch, TOKENS, heads * dim_head, generator=generator) for _ in range(6)]
+def mca_batch(generator, cond_or_uncond=(1, 0), heads=8, dim_head=8):
+    """q, k, v of a whole MCA attention call: one [condition, subject, target] chunk per cond/uncond entry."""
+    rows = 3 * len(cond_or_uncond)
+    return [torch.randn(rows, TOKENS, heads * dim_head, generator=generator) for _ in range(3)]
+
+
+def expected_target(op, q, k, v, rows, subject_mask, edit_mask, heads):
+    """SALQ: the target's queries; SAGI: the subject's and condition's own queries (the paper's rules)."""
+    c, s, t = rows.condition, rows.subject, rows.target
+    if op is Op.SALQ:
+        return reference_blend(q[t], k[s], v[s], q[t], k[c], v[c], subject_mask, edit_mask, heads)
+    return reference_blend(q[s], k[s], v[s], q[c], k[c], v[c], subject_mask, edit_mask, heads)
 
 
 @pytest.mark.parametrize("heads", [1, 8])
 @pytest.mark.parametrize("subject_kind", KINDS)
 @pytest.mark.parametrize("edit_kind", KINDS)
-def test_salq_and_sagi_match_dense_reference(heads, subject_kind, edit_kind):
+def test_target_attention_matches_dense_reference(heads, subject_kind, edit_kind):
     generator = torch.Generator().manual_seed(heads * 100 + KINDS.index(subject_kind) * 10 + KINDS.index(edit_kind))
-    q_t, k_s, v_s, q_s, k_c, v_c = qkv(generator, heads=heads)
-    q_c = torch.randn_like(q_t)
+    q, k, v = mca_batch(generator, heads=heads)
     subject_mask, edit_mask = masks(subject_kind, generator), masks(edit_kind, generator)
-
-    out = salq(q_t, k_s, v_s, k_c, v_c, subject_mask, edit_mask, heads)
-    expected = reference_blend(q_t, k_s, v_s, q_t, k_c, v_c, subject_mask, edit_mask, heads)
-    assert out.shape == q_t.shape and torch.isfinite(out).all()
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-
-    out = sagi(q_s, k_s, v_s, q_c, k_c, v_c, subject_mask, edit_mask, heads)
-    expected = reference_blend(q_s, k_s, v_s, q_c, k_c, v_c, subject_mask, edit_mask, heads)
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    rows = row_layout(q.shape[0], [1, 0])
+    plan = plan_regions(subject_mask, edit_mask)
+    for op in (Op.SALQ, Op.SAGI):
+        out = target_attention(op, q, k, v, rows, plan, heads)
+        assert out.shape == (2, TOKENS, q.shape[-1]) and torch.isfinite(out).all()
+        torch.testing.assert_close(out, expected_target(op, q, k, v, rows, subject_mask, edit_mask, heads),
+                                   atol=1e-5, rtol=1e-5)
 
 
-def test_per_row_masks_match_reference():
-    generator = torch.Generator().manual_seed(7)
-    q_t, k_s, v_s, _, k_c, v_c = qkv(generator, batch=3)
-    subject_mask = (torch.rand(3, TOKENS, generator=generator) > 0.5).float()
-    edit_mask = torch.rand(3, TOKENS, generator=generator)
-    out = salq(q_t, k_s, v_s, k_c, v_c, subject_mask, edit_mask, 8)
-    expected = reference_blend(q_t, k_s, v_s, q_t, k_c, v_c, subject_mask, edit_mask, 8)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+@pytest.mark.parametrize("cond_or_uncond", [[0], [1], [0, 1], [1, 0]])
+def test_target_attention_follows_the_chunk_order(cond_or_uncond):
+    generator = torch.Generator().manual_seed(len(cond_or_uncond) * 10 + cond_or_uncond[0])
+    q, k, v = mca_batch(generator, cond_or_uncond)
+    subject_mask, edit_mask = masks("random", generator), masks("soft", generator)
+    rows = row_layout(q.shape[0], cond_or_uncond)
+    plan = plan_regions(subject_mask, edit_mask)
+    for op in (Op.SALQ, Op.SAGI):
+        torch.testing.assert_close(target_attention(op, q, k, v, rows, plan, 8),
+                                   expected_target(op, q, k, v, rows, subject_mask, edit_mask, 8),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_salq_and_sagi_differ_and_ordinary_is_refused():
+    generator = torch.Generator().manual_seed(8)
+    q, k, v = mca_batch(generator, [0])
+    rows = row_layout(3, [0])
+    plan = plan_regions(masks("half", generator), masks("soft", generator))
+    salq = target_attention(Op.SALQ, q, k, v, rows, plan, 8)
+    sagi = target_attention(Op.SAGI, q, k, v, rows, plan, 8)
+    assert (salq - sagi).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="SALQ or Op.SAGI"):
+        target_attention(Op.NONE, q, k, v, rows, plan, 8)
 
 
 def test_empty_subject_keys_fall_back_to_the_subject_rows_ordinary_attention():
     generator = torch.Generator().manual_seed(3)
-    q_t, k_s, v_s, _, k_c, v_c = qkv(generator, batch=1)
-    edit_mask = torch.ones(TOKENS)  # everything is foreground
-    out = salq(q_t, k_s, v_s, k_c, v_c, torch.zeros(TOKENS), edit_mask, 8)
+    q, k, v = mca_batch(generator, [0])
+    rows = row_layout(3, [0])
+    plan = plan_regions(torch.zeros(TOKENS), torch.ones(TOKENS))  # everything is foreground, no subject key
+    out = target_attention(Op.SALQ, q, k, v, rows, plan, 8)
     assert torch.isfinite(out).all()
-    plain = dense_attention(q_t, k_s, v_s, torch.ones(TOKENS, dtype=torch.bool), 8)
+    plain = dense_attention(q[2:3], k[1:2], v[1:2], torch.ones(TOKENS, dtype=torch.bool), 8)
     torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
 
 
@@ -100,15 +123,9 @@ def test_mask_vanishing_at_a_coarse_site_stays_finite():
     coarse = site_mask(mask, 2, 2)
     assert coarse.sum() == 0
     generator = torch.Generator().manual_seed(4)
-    q = [torch.randn(1, 4, 16, generator=generator) for _ in range(5)]
-    out = salq(q[0], q[1], q[2], q[3], q[4], coarse, torch.ones(4), 2)
+    q, k, v = (torch.randn(3, 4, 16, generator=generator) for _ in range(3))
+    out = target_attention(Op.SALQ, q, k, v, row_layout(3, [0]), plan_regions(coarse, torch.ones(4)), 2)
     assert torch.isfinite(out).all()
-
-
-def test_mask_shape_errors_are_clear():
-    q = torch.zeros(1, TOKENS, 8)
-    with pytest.raises(ValueError, match="subject_mask"):
-        salq(q, q, q, q, q, torch.zeros(TOKENS + 1), torch.zeros(TOKENS), 1)
 
 
 def test_site_mask_is_nearest_and_row_major():
@@ -118,7 +135,7 @@ def test_site_mask_is_nearest_and_row_major():
 
 
 def test_swap_preset_at_50_steps_reproduces_the_official_schedule():
-    table = PRESETS["swap"].table(50)
+    table = PRESETS[Task.SWAP].schedule.table(50)
     for step in range(50):
         for layer in range(16):
             if step < 5:
@@ -131,9 +148,21 @@ def test_swap_preset_at_50_steps_reproduces_the_official_schedule():
 
 
 def test_generation_preset_runs_salq_at_every_layer_after_sagi():
-    table = PRESETS["generation"].table(20)
+    table = PRESETS[Task.GENERATION].schedule.table(20)
     assert all(op is Op.SAGI for op in table[0] + table[1])
     assert all(op is Op.SALQ for row in table[2:] for op in row)
+
+
+def test_every_task_states_its_blend_and_inputs():
+    blends = {task: preset.local_blend for task, preset in PRESETS.items()}
+    assert blends == {Task.SWAP: True, Task.ADD: True, Task.GENERATION: False}
+    assert all(preset.task is task for task, preset in PRESETS.items())
+    assert {t for t, p in PRESETS.items() if p.needs_condition_image} == {Task.SWAP, Task.ADD}
+    assert {t for t, p in PRESETS.items() if p.needs_edit_mask} == {Task.SWAP, Task.ADD}
+    from mca_ctrl.mca_attention.tasks import TaskPreset
+
+    with pytest.raises(TypeError):  # a preset must say whether it blends: there is no default to lose
+        TaskPreset(Task.SWAP, PRESETS[Task.SWAP].schedule, needs_condition_image=True, needs_edit_mask=True)
 
 
 def test_schedule_fractions_follow_the_step_count():
@@ -147,11 +176,21 @@ def test_schedule_fractions_follow_the_step_count():
         MCASchedule(sagi_end=1.5)
 
 
-def test_step_at_sigma_exact_and_intermediate():
-    sigmas = torch.tensor([14.6, 7.0, 3.0, 1.0, 0.0])
-    assert [step_at_sigma(float(s), sigmas) for s in sigmas[:-1]] == [0, 1, 2, 3]
-    assert step_at_sigma(5.0, sigmas) == 1  # a solver's intermediate sigma belongs to its step
-    assert step_at_sigma(0.5, sigmas) == 3
+@pytest.mark.parametrize("op", ["sagi", "salq"])
+def test_schedule_refuses_a_start_after_its_end(op):
+    with pytest.raises(ValueError, match=f"{op}_start \\(0.5\\) is after {op}_end \\(0.2\\)"):
+        MCASchedule(**{f"{op}_start": 0.5, f"{op}_end": 0.2})
+    empty = MCASchedule(**{f"{op}_start": 0.3, f"{op}_end": 0.3})  # equal: switched off, allowed
+    assert not any(o is Op(op) for row in empty.table(10) for o in row)
+
+
+def test_schedule_table_prints_one_line_per_step():
+    from mca_ctrl.mca_attention.schedule import format_table
+
+    text = format_table(PRESETS[Task.SWAP].schedule.table(10))
+    lines = text.splitlines()
+    assert len(lines) == 10 and lines[0] == "step 0: " + "G" * 16
+    assert lines[9] == "step 9: " + "." * 9 + "L" * 7
 
 
 def test_row_layout_follows_cond_or_uncond():
@@ -164,7 +203,7 @@ def test_row_layout_follows_cond_or_uncond():
 
 
 def test_cross_attention_map_matches_a_per_head_reference():
-    from mca_attention.cross_attention_mask import token_attention_map
+    from mca_ctrl.mca_attention.cross_attention_mask import token_attention_map
 
     generator = torch.Generator().manual_seed(5)
     heads, d = 4, 8
@@ -179,7 +218,7 @@ def test_cross_attention_map_matches_a_per_head_reference():
 
 
 def test_mask_from_maps_normalises_and_sets_the_top_30_percent():
-    from mca_attention.cross_attention_mask import mask_from_maps
+    from mca_ctrl.mca_attention.cross_attention_mask import mask_from_maps
 
     maps = [torch.arange(10.0), torch.arange(10.0) + 10]
     mask = mask_from_maps(maps, 2, 5).flatten()
@@ -189,7 +228,7 @@ def test_mask_from_maps_normalises_and_sets_the_top_30_percent():
 
 
 def test_find_token_positions():
-    from mca_attention.cross_attention_mask import find_token_positions
+    from mca_ctrl.mca_attention.cross_attention_mask import find_token_positions
 
     assert find_token_positions([49406, 320, 1929, 530, 320, 1929, 49407], [1929]) == [2, 5]
     assert find_token_positions([49406, 320, 11, 12, 49407], [11, 12]) == [2, 3]

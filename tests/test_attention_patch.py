@@ -1,73 +1,150 @@
-"""The MCA attention patch on a tiny SD1.5-architecture model, sampled by ComfyUI itself."""
+"""The MCA attention patch on a tiny SD1.5-architecture model, sampled through ComfyUI by the MCA loop."""
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-import mca_testbed
-from mca_testbed import square_mask, tiny_prompt
+import comfy.sample
+import comfy.samplers
+import random_models
+from mca_ctrl.mca_attention.comfy_patch import find_attention_sites, mca_state, patch_model
+from mca_ctrl.mca_attention.run import MCARun, run_step
+from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
+from mca_ctrl.mca_attention.schedule import MCASchedule, Op
+from mca_ctrl.mca_attention.tasks import PRESETS, Task
+from random_models import square_mask, tiny_prompt
 
 STEPS = 5
 # 5 steps: SAGI at steps 0-1 (every layer), SALQ at steps 2-4 on layers 9-15.
 SCHEDULE_KW = dict(sagi_start=0.0, sagi_end=0.4, salq_start=0.4, salq_end=1.0, salq_first_layer=9)
 EXPECTED_SAGI = {(step, layer) for step in (0, 1) for layer in range(16)}
 EXPECTED_SALQ = {(step, layer) for step in (2, 3, 4) for layer in range(9, 16)}
+SITE_KEYS = [("input", n, 0) for n in (1, 2, 4, 5, 7, 8)] + [("middle", 0, 0)] + [("output", n, 0) for n in range(3, 12)]
+SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
 
 
-@pytest.fixture()
-def core(pack):
-    import comfy.sample
-    from mca_attention.comfy_patch import find_attention_sites, mca_state, patch_model
-    from mca_attention.schedule import MCASchedule, Op
-
-    return dict(sample=comfy.sample, find_sites=find_attention_sites, patch=patch_model, state=mca_state,
-                Schedule=MCASchedule, Op=Op)
+def row_prompts(seeds=(1, 2, 3)):
+    return [[torch.cat([tiny_prompt(s)[0][0] for s in seeds]), {}]]
 
 
-def row_prompts():
-    return [[torch.cat([tiny_prompt(s)[0][0] for s in (1, 2, 3)]), {}]]
-
-
-def sample_rows(core, model, cfg=7.0, record=None, seed=0):
+def sample_rows(model, cfg=7.0, record=None, seed=0, prompts=None, run=None):
+    """The 3-row batch sampled by the MCA loop (no pinned rows), inside ComfyUI's sampler."""
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", STEPS)
     latent = torch.zeros(3, 4, 8, 8)
-    noise = core["sample"].prepare_noise(latent, seed)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    sampler = comfy.samplers.KSAMPLER(mca_sample_loop, extra_options={"control": RowControl(), "run": run})
     callback = None if record is None else (lambda i, denoised, x, total: record.append(x.clone()))
-    return core["sample"].sample(model, noise, STEPS, cfg, "ddim", "ddim_uniform", row_prompts(), tiny_prompt(9),
-                                 latent, callback=callback, disable_pbar=True, seed=seed)
+    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, prompts or row_prompts(), tiny_prompt(9),
+                                      latent, callback=callback, disable_pbar=True, seed=seed)
 
 
-def patched(core, model, **schedule_kw):
-    schedule = core["Schedule"](**(schedule_kw or SCHEDULE_KW))
-    return core["patch"](model, schedule, square_mask(64, 16, 48), square_mask(64, 8, 40))
+def patched(model, task=Task.SWAP, **schedule_kw):
+    return patch_model(model, PRESETS[task], MCASchedule(**(schedule_kw or SCHEDULE_KW)), SUBJECT_MASK, EDIT_MASK)
 
 
-def fired(core, trace, op):
-    return {(step, layer) for step, layer, applied, _ in trace if applied is core["Op"](op)}
+def fired(trace, op):
+    return {(step, layer) for step, layer, applied, _ in trace if applied is Op(op)}
 
 
-def test_finds_all_16_sites_in_unet_order(core, tiny_model):
-    sites = core["find_sites"](tiny_model.get_model_object("diffusion_model"))
-    assert [s.key for s in sites] == (
-        [("input", n, 0) for n in (1, 2, 4, 5, 7, 8)] + [("middle", 0, 0)]
-        + [("output", n, 0) for n in range(3, 12)])
+def test_finds_all_16_sites_in_unet_order(tiny_model):
+    sites = find_attention_sites(tiny_model.get_model_object("diffusion_model"))
+    assert [s.key for s in sites] == SITE_KEYS
     assert [s.layer for s in sites] == list(range(16))
 
 
-def test_never_firing_schedule_equals_the_unpatched_model_exactly(core, tiny_model):
-    plain = sample_rows(core, tiny_model)
-    silent = patched(core, tiny_model, sagi_end=0.0, salq_start=0.0, salq_end=0.0)
-    assert torch.equal(sample_rows(core, silent), plain)
+# --- the shipped replacement against the dense formula, on the q/k/v a real run hands it -------------------
+
+def dense_softmax_attention(q, k, v, allowed, heads):
+    """Every score computed, disallowed keys at -inf; no allowed key means all keys (the documented fallback)."""
+    if not bool(allowed.any()):
+        allowed = torch.ones_like(allowed)
+    b, n, inner = q.shape
+    d = inner // heads
+    qh, kh, vh = (t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2).double() for t in (q, k, v))
+    scores = (qh @ kh.transpose(-1, -2)) / d ** 0.5
+    scores = scores.masked_fill(~allowed.view(1, 1, 1, -1), float("-inf"))
+    return (scores.softmax(-1) @ vh).transpose(1, 2).reshape(b, n, inner)
 
 
-def test_ops_fire_exactly_at_their_step_layer_pairs_and_keep_rows_0_and_1(core, tiny_model):
+def mask_at(mask, height, width):
+    """The [1, H, W] mask at a site, nearest, flattened row-major."""
+    return F.interpolate(mask[None].float(), size=(height, width), mode="nearest").flatten()
+
+
+def dense_expected_output(q, k, v, cond_or_uncond, op, heads, height, width):
+    """What the paper's rules give for one whole attention call (every row)."""
+    out = dense_softmax_attention(q, k, v, torch.ones(q.shape[1], dtype=torch.bool), heads)
+    if op is Op.NONE:
+        return out
+    subject, edit = mask_at(SUBJECT_MASK, height, width), mask_at(EDIT_MASK, height, width)
+    weight = edit.double()[None, :, None]
+    for chunk in range(len(cond_or_uncond)):
+        c, s, t = 3 * chunk, 3 * chunk + 1, 3 * chunk + 2
+        fg_query, bg_query = (t, t) if op is Op.SALQ else (s, c)
+        fg = dense_softmax_attention(q[fg_query:fg_query + 1], k[s:s + 1], v[s:s + 1], subject > 0.5, heads)
+        bg = dense_softmax_attention(q[bg_query:bg_query + 1], k[c:c + 1], v[c:c + 1], edit <= 0.5, heads)
+        out[t] = (weight * fg + (1 - weight) * bg)[0]
+    return out
+
+
+def recording(model, calls):
+    """A clone whose attn1 replacements (the patch's own) also record their inputs and outputs."""
+    recorder = model.clone()
+    for key, replacement in model.model_options["transformer_options"]["patches_replace"]["attn1"].items():
+        def record(q, k, v, extra_options, replacement=replacement, key=key):
+            out = replacement(q, k, v, extra_options)
+            calls.append(dict(q=q.clone(), k=k.clone(), v=v.clone(), out=out.clone(), key=key,
+                              step=run_step(extra_options).step, cond_or_uncond=list(extra_options["cond_or_uncond"]),
+                              heads=extra_options["n_heads"], shape=tuple(extra_options["activations_shape"][-2:])))
+            return out
+        recorder.set_model_attn1_replace(record, *key)
+    return recorder
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_patched_replacement_matches_the_dense_formula_on_recorded_calls(tiny_model, split, monkeypatch):
+    if split:
+        import comfy.model_management
+
+        real = comfy.model_management.get_free_memory
+        monkeypatch.setattr(comfy.model_management, "get_free_memory",
+                            lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)
+    calls = []
+    sample_rows(recording(patched(tiny_model), calls))
+    assert len(calls) == STEPS * 16 * (2 if split else 1)
+    ops_seen = set()
+    for call in calls:
+        layer = SITE_KEYS.index(call["key"])
+        op = (Op.SAGI if (call["step"], layer) in EXPECTED_SAGI else
+              Op.SALQ if (call["step"], layer) in EXPECTED_SALQ else Op.NONE)
+        ops_seen.add(op)
+        expected = dense_expected_output(call["q"], call["k"], call["v"], call["cond_or_uncond"], op, call["heads"],
+                                         *call["shape"])
+        torch.testing.assert_close(call["out"].double(), expected, atol=2e-5, rtol=1e-4,
+                                   msg=lambda m, call=call, op=op: f"step {call['step']} {call['key']} {op}: {m}")
+    assert ops_seen == {Op.SAGI, Op.SALQ, Op.NONE}
+
+
+# --- schedule, rows, runs ----------------------------------------------------------------------------------
+
+def test_never_firing_schedule_equals_the_unpatched_model_exactly(tiny_model):
+    plain = sample_rows(tiny_model)
+    silent = patched(tiny_model, sagi_end=0.0, salq_start=0.0, salq_end=0.0)
+    assert torch.equal(sample_rows(silent), plain)
+
+
+def test_ops_fire_exactly_at_their_step_layer_pairs_and_keep_rows_0_and_1(tiny_model):
     plain_steps, mca_steps = [], []
-    plain = sample_rows(core, tiny_model, record=plain_steps)
-    model = patched(core, tiny_model)
-    core["state"](model).trace = []
-    out = sample_rows(core, model, record=mca_steps)
-    trace = core["state"](model).trace
-    assert fired(core, trace, "sagi") == EXPECTED_SAGI
-    assert fired(core, trace, "salq") == EXPECTED_SALQ
+    plain = sample_rows(tiny_model, record=plain_steps)
+    model = patched(tiny_model)
+    mca_state(model).trace = []
+    out = sample_rows(model, record=mca_steps)
+    trace = mca_state(model).trace
+    assert fired(trace, "sagi") == EXPECTED_SAGI
+    assert fired(trace, "salq") == EXPECTED_SALQ
     assert {(step, layer) for step, layer, _, _ in trace} == {(s, n) for s in range(STEPS) for n in range(16)}
     for before, after in zip(plain_steps, mca_steps):
         torch.testing.assert_close(after[:2], before[:2], atol=1e-6, rtol=0)
@@ -76,9 +153,9 @@ def test_ops_fire_exactly_at_their_step_layer_pairs_and_keep_rows_0_and_1(core, 
     assert torch.isfinite(out).all()
 
 
-def test_split_cond_uncond_equals_batched(core, tiny_model, monkeypatch):
-    model = patched(core, tiny_model)
-    batched = sample_rows(core, model)
+def test_split_cond_uncond_equals_batched(tiny_model, monkeypatch):
+    model = patched(tiny_model)
+    batched = sample_rows(model)
     import comfy.model_management
 
     real_free_memory = comfy.model_management.get_free_memory
@@ -88,40 +165,61 @@ def test_split_cond_uncond_equals_batched(core, tiny_model, monkeypatch):
         return real_free_memory(dev, torch_free_too) if torch_free_too else 0
 
     monkeypatch.setattr(comfy.model_management, "get_free_memory", no_room_for_batching)
-    core["state"](model).trace = []
-    split = sample_rows(core, model)
-    trace = core["state"](model).trace
-    core["state"](model).trace = None
+    mca_state(model).trace = []
+    split = sample_rows(model)
+    trace = mca_state(model).trace
+    mca_state(model).trace = None
     assert {chunks for *_, chunks in trace} == {1}, "ComfyUI should have run cond and uncond separately"
     # batch size changes CPU kernel blocking: the unpatched model differs by ~3e-6 relative too
     torch.testing.assert_close(split, batched, atol=2e-5 * float(batched.abs().max()), rtol=0)
 
 
-def test_cfg_1_runs_without_uncond(core, tiny_model):
-    model = patched(core, tiny_model)
-    core["state"](model).trace = []
-    out = sample_rows(core, model, cfg=1.0)
-    trace = core["state"](model).trace
-    core["state"](model).trace = None
+def test_cfg_1_runs_without_uncond(tiny_model):
+    model = patched(tiny_model)
+    mca_state(model).trace = []
+    out = sample_rows(model, cfg=1.0)
+    trace = mca_state(model).trace
+    mca_state(model).trace = None
     assert {chunks for *_, chunks in trace} == {1}
-    assert fired(core, trace, "sagi") == EXPECTED_SAGI and fired(core, trace, "salq") == EXPECTED_SALQ
+    assert fired(trace, "sagi") == EXPECTED_SAGI and fired(trace, "salq") == EXPECTED_SALQ
     assert torch.isfinite(out).all()
 
 
-def test_input_model_is_untouched(core, tiny_model):
-    before = sample_rows(core, tiny_model)
+def test_outside_the_mca_loop_the_patch_does_nothing_and_says_so(tiny_model, caplog):
+    latent = torch.zeros(3, 4, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, 0)
+
+    def ksampler(model):
+        return comfy.sample.sample(model, noise, STEPS, 7.0, "ddim", "ddim_uniform", row_prompts(), tiny_prompt(9),
+                                   latent, disable_pbar=True, seed=0)
+
+    model = patched(tiny_model)
+    with caplog.at_level(logging.WARNING):
+        out = ksampler(model)
+        ksampler(model)
+    assert torch.equal(out, ksampler(tiny_model))
+    warnings = [r for r in caplog.records if "outside the MCA Sampler" in r.getMessage()]
+    assert len(warnings) == 1, "one warning per patched model, not one per call"
+
+
+def test_input_model_is_untouched(tiny_model):
+    before = sample_rows(tiny_model)
     options_before = repr(tiny_model.model_options)
-    sample_rows(core, patched(core, tiny_model))
+    sample_rows(patched(tiny_model))
     assert repr(tiny_model.model_options) == options_before
     assert "patches_replace" not in tiny_model.model_options.get("transformer_options", {})
-    assert torch.equal(sample_rows(core, tiny_model), before)
+    assert torch.equal(sample_rows(tiny_model), before)
 
 
-def _all_keys(core, model):
-    return [s.key for s in core["find_sites"](model.get_model_object("diffusion_model"))]
+def test_the_loop_never_writes_into_the_models_options(tiny_model):
+    model = patched(tiny_model)
+    options = model.model_options["transformer_options"]
+    keys_before = set(options)
+    sample_rows(model)
+    assert set(model.model_options["transformer_options"]) == keys_before and "mca_run" not in options
 
 
-def test_composes_with_an_attn2_patch_like_ipadapter(core, tiny_model):
+def test_composes_with_an_attn2_patch_like_ipadapter(tiny_model):
     from comfy.ldm.modules.attention import optimized_attention
 
     calls = []
@@ -131,18 +229,18 @@ def test_composes_with_an_attn2_patch_like_ipadapter(core, tiny_model):
         return 0.5 * optimized_attention(q, k, v, extra_options["n_heads"])
 
     with_adapter = tiny_model.clone()
-    for key in _all_keys(core, tiny_model):
+    for key in SITE_KEYS:
         with_adapter.set_model_attn2_replace(halve_cross_attention, *key)
-    mca_only = sample_rows(core, patched(core, tiny_model))
-    both = patched(core, with_adapter)
-    core["state"](both).trace = []
-    out = sample_rows(core, both)
+    mca_only = sample_rows(patched(tiny_model))
+    both = patched(with_adapter)
+    mca_state(both).trace = []
+    out = sample_rows(both)
     assert calls, "the attn2 patch was dropped"
-    assert fired(core, core["state"](both).trace, "salq") == EXPECTED_SALQ
+    assert fired(mca_state(both).trace, "salq") == EXPECTED_SALQ
     assert (out - mca_only).abs().max() > 1e-4 and torch.isfinite(out).all()
 
 
-def test_chains_to_an_existing_attn1_replacement(core, tiny_model):
+def test_chains_to_an_existing_attn1_replacement(tiny_model):
     from comfy.ldm.modules.attention import optimized_attention
 
     calls = []
@@ -152,53 +250,79 @@ def test_chains_to_an_existing_attn1_replacement(core, tiny_model):
         return optimized_attention(q, k, v, extra_options["n_heads"])
 
     with_other = tiny_model.clone()
-    for key in _all_keys(core, tiny_model):
+    for key in SITE_KEYS:
         with_other.set_model_attn1_replace(other_pack, *key)
-    reference = sample_rows(core, with_other)
+    reference = sample_rows(with_other)
     calls.clear()
-    silent = patched(core, with_other, sagi_end=0.0, salq_start=0.0, salq_end=0.0)
-    assert torch.equal(sample_rows(core, silent), reference)
+    silent = patched(with_other, sagi_end=0.0, salq_start=0.0, salq_end=0.0)
+    assert torch.equal(sample_rows(silent), reference)
     assert calls, "the other pack's attn1 replacement was not called"
-    out = sample_rows(core, patched(core, with_other))
+    out = sample_rows(patched(with_other))
     torch.testing.assert_close(out[:2], reference[:2], atol=1e-6, rtol=0)
 
 
-def test_refuses_a_model_that_is_not_sd15(core, pack):
-    not_sd15 = mca_testbed.sd15_model(model_channels=32, context_dim=32, transformer_depth=[0, 0, 1, 1, 1, 1, 0, 0])
+def test_refuses_a_model_that_is_not_sd15(pack):
+    not_sd15 = random_models.sd15_model(model_channels=32, context_dim=32, transformer_depth=[0, 0, 1, 1, 1, 1, 0, 0])
     with pytest.raises(ValueError, match="Stable Diffusion 1.5"):
-        patched(core, not_sd15)
+        patched(not_sd15)
 
 
-def test_refuses_an_empty_subject_mask(core, tiny_model):
-    schedule = core["Schedule"](**SCHEDULE_KW)
+def test_refuses_an_empty_subject_mask(tiny_model):
     with pytest.raises(ValueError, match="subject_mask is empty"):
-        core["patch"](tiny_model, schedule, torch.zeros(1, 64, 64), square_mask(64, 8, 40))
+        patch_model(tiny_model, PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), torch.zeros(1, 64, 64), EDIT_MASK)
 
 
-def test_generation_derives_the_edit_mask_from_cross_attention(core, tiny_model):
-    from mca_attention.cross_attention_mask import mask_from_maps
+def test_refuses_an_empty_edit_mask(tiny_model):
+    with pytest.raises(ValueError, match="edit_mask is empty"):
+        patch_model(tiny_model, PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK, torch.zeros(1, 64, 64))
 
-    model = core["patch"](tiny_model, core["Schedule"](**SCHEDULE_KW), square_mask(64, 16, 48), None,
-                          mode="generation", subject_tokens=[2, 3])
-    state = core["state"](model)
+
+# --- generation: the edit region from cross-attention, per run ------------------------------------------------
+
+def generation_model(model, tokens=(2, 3)):
+    return patch_model(model, PRESETS[Task.GENERATION], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK, None,
+                       subject_tokens=list(tokens))
+
+
+def test_generation_derives_the_edit_mask_from_cross_attention(tiny_model):
+    from mca_ctrl.mca_attention.cross_attention_mask import mask_from_maps
+
+    model = generation_model(tiny_model)
+    state = mca_state(model)
     state.trace = []
-    rows = sample_rows(core, model)
-    recorder = state.cross
+    run = MCARun(total_steps=STEPS)
+    rows = sample_rows(model, run=run)
+    maps = state.run_cache(run)["cross"]
     # maps come from the 2 x 2 sites (third level of an 8 x 8 latent): 5 of them per step, cond half only
-    assert sorted(recorder._maps) == list(range(STEPS)) and all(len(m) == 5 for m in recorder._maps.values())
-    assert recorder._shape == (2, 2)
-    run = recorder._run
-    expected = mask_from_maps([m for s in (0, 1, 2) for m in recorder._maps[s]], 2, 2)
-    assert torch.equal(recorder.mask_before(run, 3), expected)
-    assert recorder.mask_before(run, 0) is None
+    assert all(len(maps.maps_at(step)) == 5 for step in range(STEPS)) and maps.shape == (2, 2)
+    expected = mask_from_maps([m for s in (0, 1, 2) for m in maps.maps_at(s)], 2, 2)
+    assert torch.equal(maps.mask_before(3), expected)
+    assert maps.mask_before(0) is None
     ops = {(step, layer): op for step, layer, op, _ in state.trace}
-    assert all(ops[(0, layer)] is core["Op"].NONE for layer in range(16)), "no mask before the first step's maps"
-    assert all(ops[(1, layer)] is core["Op"].SAGI for layer in range(16))
-    assert fired(core, state.trace, "salq") == EXPECTED_SALQ
+    assert all(ops[(0, layer)] is Op.NONE for layer in range(16)), "no mask before the first step's maps"
+    assert all(ops[(1, layer)] is Op.SAGI for layer in range(16))
+    assert fired(state.trace, "salq") == EXPECTED_SALQ
     assert torch.isfinite(rows).all()
 
 
-def test_refuses_an_empty_edit_mask(core, tiny_model):
-    schedule = core["Schedule"](**SCHEDULE_KW)
-    with pytest.raises(ValueError, match="edit_mask is empty"):
-        core["patch"](tiny_model, schedule, square_mask(64, 16, 48), torch.zeros(1, 64, 64))
+def test_each_run_starts_afresh_even_with_the_same_sigmas_tensor(tiny_model, monkeypatch):
+    """A SIGMAS output cached across queue runs is the same tensor object each time: runs must not mix."""
+    shared_sigmas = comfy.samplers.calculate_sigmas(tiny_model.get_model_object("model_sampling"), "ddim_uniform",
+                                                    STEPS)
+    monkeypatch.setattr(comfy.samplers, "calculate_sigmas", lambda *args, **kwargs: shared_sigmas)
+    model = generation_model(tiny_model)
+    first = sample_rows(model, prompts=row_prompts((1, 2, 3)))
+    second = sample_rows(model, prompts=row_prompts((4, 5, 6)))
+    fresh_second = sample_rows(generation_model(tiny_model), prompts=row_prompts((4, 5, 6)))
+    assert torch.equal(second, fresh_second), "the second run read the first run's attention maps"
+    assert torch.equal(sample_rows(model, prompts=row_prompts((1, 2, 3))), first)
+
+
+def test_two_models_sharing_one_patch_keep_their_runs_apart(tiny_model):
+    """A LoRA-style clone of a patched model shares its settings; its runs are still its own."""
+    model = generation_model(tiny_model)
+    clone = model.clone()
+    assert mca_state(clone) is mca_state(model)
+    alone = sample_rows(generation_model(tiny_model), prompts=row_prompts((4, 5, 6)))
+    sample_rows(model, prompts=row_prompts((1, 2, 3)))
+    assert torch.equal(sample_rows(clone, prompts=row_prompts((4, 5, 6))), alone)

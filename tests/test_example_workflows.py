@@ -8,14 +8,16 @@ import sys
 import pytest
 from PIL import Image
 
-import mca_testbed
-from slm_fixtures import write_models
+import comfy_host
+import comfy_server
+import random_models
+from slm_models import write_models
 
 pytestmark = pytest.mark.full
 
-WORKFLOWS = mca_testbed.REPO / "example_workflows"
+WORKFLOWS = comfy_host.REPO / "example_workflows"
 TASKS = ["mca_generation", "mca_swap", "mca_add"]
-sys.path.insert(0, str(mca_testbed.REPO / "scripts"))
+sys.path.insert(0, str(comfy_host.REPO / "scripts"))
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def server(tmp_path_factory, random_checkpoint):
     """A real ComfyUI with the random SD1.5 checkpoint, tiny SAM / Grounding DINO and the example images."""
     root = tmp_path_factory.mktemp("workflow_server")
     slm = write_models(root / "slm_models")
-    server = mca_testbed.ComfyServer(root / "comfy", models={
+    server = comfy_server.ComfyServer(root / "comfy", models={
         "checkpoints": [random_checkpoint], "sams": [slm["sams"] / "tiny_sam.pth"],
         "grounding-dino": [slm["grounding-dino"] / "tiny_dino.pth", slm["grounding-dino"] / "tiny_dino.json"]})
     for image in (WORKFLOWS / "input").glob("*.png"):
@@ -89,7 +91,7 @@ def test_workflows_use_the_model_names_users_have():
 def test_api_workflow_runs_through_run_workflow(server, task, capsys):
     import run_workflow
 
-    overrides = ["CheckpointLoaderSimple.ckpt_name=" + mca_testbed.RANDOM_CHECKPOINT,
+    overrides = ["CheckpointLoaderSimple.ckpt_name=" + random_models.RANDOM_CHECKPOINT,
                  "MCA_SAMLoader.model_name=tiny_sam.pth", "MCA_GroundingDINOLoader.model_name=tiny_dino.pth",
                  "ImageScale.width=64", "ImageScale.height=64", "MCA_SLMMask.detection_size=64"]
     if task == "mca_generation":

@@ -7,7 +7,9 @@ import pytest
 import requests
 from PIL import Image
 
-import mca_testbed
+import comfy_host
+import comfy_server
+import random_models
 
 pytestmark = pytest.mark.full
 
@@ -49,7 +51,7 @@ def plain_txt2img(checkpoint_name: str, size: int = 64, steps: int = 5) -> dict:
 
 
 def test_plain_sd15_workflow_writes_a_64px_png(comfy_server):
-    entry = comfy_server.run_prompt(plain_txt2img(mca_testbed.RANDOM_CHECKPOINT))
+    entry = comfy_server.run_prompt(plain_txt2img(random_models.RANDOM_CHECKPOINT))
     images = entry["outputs"]["7"]["images"]
     assert len(images) == 1
     image = images[0]
@@ -67,10 +69,10 @@ def test_make_run_serves_comfyui_with_the_pack(tmp_path):
     import subprocess
     import time
 
-    port = mca_testbed.free_port()
+    port = comfy_server.free_port()
     log = tmp_path / "make_run.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=mca_testbed.REPO, stdout=out,
+        process = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=comfy_host.REPO, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -87,3 +89,30 @@ def test_make_run_serves_comfyui_with_the_pack(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_every_pack_module_exists_once_and_is_imported_as_mca_ctrl(pack):
+    import sys
+    from pathlib import Path
+
+    import mca_ctrl.mca_attention.attention as attention
+
+    assert attention is sys.modules[f"{pack.__name__}.mca_attention.attention"]
+    repo = comfy_host.REPO.resolve()
+    runtime = [repo / name for name in ("mca_attention", "nodes", "slm")] + [repo / "model_files.py"]
+    modules_by_file: dict[Path, set[int]] = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and any(Path(file).resolve().is_relative_to(root) for root in runtime):
+            modules_by_file.setdefault(Path(file).resolve(), set()).add(id(module))
+            assert name.startswith((pack.__name__ + ".", "mca_ctrl.")), f"pack module imported as {name}"
+    assert len(modules_by_file) >= 20, "the pack's modules were not all loaded"
+    twice = {str(path): len(ids) for path, ids in modules_by_file.items() if len(ids) > 1}
+    assert not twice, f"modules loaded twice: {twice}"
+
+
+def test_nothing_imports_from_tests():
+    for folder in ("scripts", "benchmarks"):
+        for path in (comfy_host.REPO / folder).rglob("*.py"):
+            text = path.read_text()
+            assert '"tests"' not in text and "'tests'" not in text, f"{path} reaches into tests/"

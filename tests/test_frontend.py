@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 
-import mca_testbed
+import comfy_host
 from test_example_workflows import TASKS, WORKFLOWS, server  # noqa: F401  (the module's server fixture)
 
 pytestmark = pytest.mark.full
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = mca_testbed.REPO / "docs" / "images"
+SCREENSHOTS = comfy_host.REPO / "docs" / "images"
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]

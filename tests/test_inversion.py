@@ -4,16 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mca_testbed import tiny_prompt
+from random_models import tiny_prompt
 
 SCALE = 0.18215  # SD1.5 latent scale: the model's internal latent is the VAE latent times this
 
 
 def _node_modules(pack):
-    import importlib
+    import mca_ctrl.nodes.common
+    import mca_ctrl.nodes.ddim_invert
 
-    return (importlib.import_module(pack.__name__ + ".nodes.ddim_invert"),
-            importlib.import_module(pack.__name__ + ".nodes.common"))
+    return mca_ctrl.nodes.ddim_invert, mca_ctrl.nodes.common
 
 
 def scaled_linear_alphas_cumprod() -> torch.Tensor:

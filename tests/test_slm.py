@@ -1,7 +1,6 @@
 """SLM: tiny random SAM and Grounding DINO loaded through the loader nodes, offline, on both transformers."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import socket
@@ -13,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import mca_testbed
-from slm_fixtures import DETECTION_SIZE, write_models
+import random_models
+from slm_models import DETECTION_SIZE, write_models
 
 PHRASE = "a cat"
 
@@ -49,7 +48,9 @@ def no_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def nodes(pack):
-    return importlib.import_module(pack.__name__ + ".nodes.slm_nodes")
+    import mca_ctrl.nodes.slm_nodes
+
+    return mca_ctrl.nodes.slm_nodes
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def segment(nodes, loaded, image, **kw):
 
 
 def best_score(loaded, image) -> float:
-    from slm import detect
+    from mca_ctrl.slm import detect
 
     pixels = (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     with loaded[1] as dino:
@@ -101,7 +102,7 @@ def test_mask_outputs_shapes_ranges_and_union(nodes, loaded):
 
 
 def test_dilation_grows_masks_by_the_expected_pixels(nodes, loaded):
-    from slm import dilate
+    from mca_ctrl.slm import dilate
 
     square = torch.zeros(1, 64, 64)
     square[0, 20:30, 20:30] = 1
@@ -145,19 +146,74 @@ def test_rgba_and_grayscale_images(nodes, loaded, channels):
 
 
 def test_region_replaces_detection_for_subject_addition(nodes, loaded):
-    region = mca_testbed.square_mask(64, 10, 30)
+    region = random_models.square_mask(64, 10, 30)
     mask, objects, _ = segment(nodes, loaded, images(1), region=region, dilation=1)
     assert int(mask.sum()) == 22 * 22 and objects.shape[0] == 1
+
+
+def test_a_region_of_another_size_is_resized_to_the_image(nodes, loaded):
+    region = random_models.square_mask(32, 5, 15)  # half the image's size: the same square once resized
+    mask, _, _ = segment(nodes, loaded, images(1), region=region)
+    assert torch.equal(mask, random_models.square_mask(64, 10, 30))
+
+
+def test_slm_models_move_to_the_device_once_per_call(nodes, loaded, monkeypatch):
+    entered = []
+    real = type(loaded[0]).__enter__
+
+    def counting(self):
+        entered.append(self)
+        return real(self)
+
+    monkeypatch.setattr(type(loaded[0]), "__enter__", counting)
+    segment(nodes, loaded, images(3), box_threshold=0.0)
+    assert len(entered) == 2, "DINO and SAM each move to the device once for a batch of 3"
 
 
 def test_truncated_and_missing_checkpoints_give_clear_errors(nodes, models_root):
     source = models_root["sams"] / "tiny_sam.pth"
     truncated = models_root["sams"] / "truncated_sam.pth"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    with pytest.raises(ValueError, match="truncated, corrupt or not a weights file.*Download it again"):
+    with pytest.raises(ValueError, match="truncated_sam.pth .* is not a PyTorch weights file.*Download it again"):
         nodes.MCASAMLoader().load("truncated_sam.pth", "cpu")
     with pytest.raises(FileNotFoundError, match="sam_vit_h_4b8939.pth.*nothing is downloaded"):
         nodes.MCASAMLoader().load("absent.pth", "cpu")
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_bytes_are_named_and_refused(nodes, models_root, seed):
+    name = f"random_{seed}.pth"
+    (models_root["sams"] / name).write_bytes(np.random.RandomState(seed).bytes(4096))
+    with pytest.raises(ValueError, match=rf"{name} .* is not a PyTorch weights file"):
+        nodes.MCASAMLoader().load(name, "cpu")
+
+
+def test_garbage_safetensors_is_named_and_refused(nodes, models_root):
+    (models_root["sams"] / "garbage.safetensors").write_bytes(np.random.RandomState(0).bytes(4096))
+    with pytest.raises(ValueError, match="garbage.safetensors .* is not a readable .safetensors file.*Download"):
+        nodes.MCASAMLoader().load("garbage.safetensors", "cpu")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch mca_pickle_ran",))
+
+
+def test_a_pickle_with_code_is_refused_as_such_and_never_runs(nodes, models_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"weights": torch.zeros(2), "payload": _RunsCode()}, models_root["sams"] / "code.pth")
+    with pytest.raises(ValueError, match=r"code.pth was not loaded: it is a pickle that contains Python code.*"
+                                         r"torch: .*GLOBAL posix.system"):
+        nodes.MCASAMLoader().load("code.pth", "cpu")
+    assert not (tmp_path / "mca_pickle_ran").exists()
+
+
+def test_weights_of_another_model_are_named_and_refused(nodes, models_root):
+    import shutil
+
+    shutil.copy(models_root["grounding-dino"] / "tiny_dino.pth", models_root["sams"] / "dino_in_sams.pth")
+    with pytest.raises(ValueError, match="dino_in_sams.pth is not a segment-anything \\(SAM\\) checkpoint"):
+        nodes.MCASAMLoader().load("dino_in_sams.pth", "cpu")
 
 
 def run_detection(checkpoint: Path, extra_path: str | None) -> dict:

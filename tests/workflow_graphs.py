@@ -55,7 +55,7 @@ def mca_task(task: str, checkpoint: str, steps: int = 5, seed: int = 1) -> dict:
         "subject_prompt": _text(graph, "subject_prompt", "a photo of a fox"),
         "target_prompt": _text(graph, "target_prompt", TARGET_TEXT),
         "negative": _text(graph, "negative", ""), "subject": subject, "condition": condition, "seed": seed,
-        "steps": steps, "cfg": 7.5, "local_blend": True}}
+        "cfg": 7.5, "local_blend": True}}
     graph["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}}
     graph["save"] = {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": f"mca_{task}"}}
     return graph

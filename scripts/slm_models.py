@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.append(str(REPO))
+import comfy_host
+
+comfy_host.import_pack_without_host()
 
 TINY_DINO_OVERRIDES = {
     "base": "SwinT_OGC", "enc_layers": 1, "dec_layers": 1, "dim_feedforward": 256, "num_queries": 20,
@@ -43,8 +42,8 @@ def tiny_dino_state(seed: int = 0) -> dict:
     from groundingdino.models.GroundingDINO.groundingdino import build_groundingdino
     from transformers import BertConfig
 
-    from slm.bert_compat import bert_vocab_dir, offline_text_encoder
-    from slm.configs import config_for
+    from mca_ctrl.slm.bert_compat import bert_vocab_dir, offline_text_encoder
+    from mca_ctrl.slm.configs import config_for
 
     torch.manual_seed(seed)
     config = config_for({}, TINY_DINO_OVERRIDES)

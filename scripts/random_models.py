@@ -1,62 +1,23 @@
-"""Test bed: ComfyUI in-process on the CPU, random-weight SD1.5 models, a real server, the executor.
+"""Random-weight SD1.5-architecture models and a full-size random checkpoint (no real weights exist here).
 
-Import order matters: ComfyUI's folder goes first on ``sys.path`` (its ``nodes.py`` must win over the
-pack's ``nodes/`` package) and the repository last, so ``from mca_attention import ...`` works too.
+ComfyUI leaves weights uninitialised (NaN or garbage), so every builder here initialises from a seed.
 """
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
-import uuid
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-COMFY_DIR = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
-PACK_LINK = COMFY_DIR / "custom_nodes" / "mca_ctrl"
+import comfy_host
+
 CACHE_DIR = Path(os.environ.get("MCA_TEST_CACHE", Path.home() / ".cache" / "mca-ctrl-tests"))
 RANDOM_CHECKPOINT = "sd15_random_v2_fp16.safetensors"  # bump when the recipe changes
-
-if str(COMFY_DIR) not in sys.path:
-    sys.path.insert(0, str(COMFY_DIR))
-if str(REPO) not in sys.path:
-    sys.path.append(str(REPO))
-sys.path.insert(1, str(REPO / "scripts"))
-
-from comfy_server import ComfyServer, free_port  # noqa: E402,F401  (re-exported for the tests)
-
-_booted: dict = {}
-
-
-def boot_comfy():
-    """Import ComfyUI with ``--cpu``, load its extra nodes and this pack; returns the pack module."""
-    if "pack" in _booted:
-        return _booted["pack"]
-    import comfy.options
-
-    comfy.options.enable_args_parsing()
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0], "--cpu"]
-    try:
-        import comfy.cli_args  # noqa: F401  (parses the arguments once)
-    finally:
-        sys.argv = saved_argv
-    # As main.py does: ComfyUI's `utils` package first, because importing `nodes` puts comfy/ (with its
-    # utils.py) at the front of sys.path.
-    import utils.extra_config  # noqa: F401
-    import nodes
-
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    if not asyncio.run(nodes.load_custom_node(str(PACK_LINK))):
-        raise RuntimeError(f"ComfyUI could not load the pack from {PACK_LINK}")
-    _booted["pack"] = sys.modules[str(PACK_LINK).replace(".", "_x_")]
-    return _booted["pack"]
+TINY_CONTEXT_DIM = 32
 
 
 def init_weights(module: torch.nn.Module, seed: int, std: float = 0.02) -> None:
-    """ComfyUI leaves weights empty: norm scales to 1, other 1-D (biases) to 0, the rest N(0, std), seeded."""
+    """Norm scales to 1, other 1-D parameters (biases) to 0, the rest N(0, std), seeded."""
     norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm)
     norm_scales = {id(m.weight) for m in module.modules() if isinstance(m, norm_types) and m.weight is not None}
     generator = torch.Generator().manual_seed(seed)
@@ -86,6 +47,7 @@ def sd15_unet_config(**overrides) -> dict:
 
 def sd15_model(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
     """A ModelPatcher around a random SD1.5-architecture UNet (full size unless overridden)."""
+    comfy_host.boot_comfy()
     import comfy.model_base
     import comfy.model_patcher
     import comfy.supported_models
@@ -95,9 +57,6 @@ def sd15_model(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
     model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
     init_weights(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
-
-
-TINY_CONTEXT_DIM = 32
 
 
 def tiny_sd15_model(seed: int = 0):
@@ -123,7 +82,7 @@ def random_checkpoint() -> Path:
     path = CACHE_DIR / RANDOM_CHECKPOINT
     if path.exists():
         return path
-    boot_comfy()
+    comfy_host.boot_comfy()
     import comfy.ldm.models.autoencoder
     import comfy.sd
 
@@ -140,60 +99,3 @@ def random_checkpoint() -> Path:
     comfy.sd.save_checkpoint(str(partial), unet, clip, vae)
     os.replace(partial, path)
     return path
-
-
-class RecordingServer:
-    """The stub PromptServer ComfyUI's executor needs in-process; records what it is sent."""
-
-    def __init__(self):
-        self.client_id = None
-        self.last_node_id = None
-        self.last_prompt_id = None
-        self.sockets_metadata = {}
-        self.messages: list = []
-
-    def send_sync(self, event, data, sid=None):
-        self.messages.append((event, data))
-
-    def queue_updated(self):
-        pass
-
-
-def new_executor():
-    """ComfyUI's real PromptExecutor with a recording stub server; it caches outputs across prompts."""
-    boot_comfy()
-    import execution
-
-    server = RecordingServer()
-    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
-                                        cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
-    return executor, server
-
-
-def execute_prompt(prompt: dict, executor=None) -> tuple[object, RecordingServer]:
-    """Validate and run an API-format prompt through ComfyUI's real executor, in-process."""
-    import execution
-
-    executor, server = executor or new_executor()
-    server.messages.clear()
-    prompt_id = str(uuid.uuid4())
-    valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-    if not valid[0]:
-        raise AssertionError(f"prompt did not validate: {valid[1]} {valid[3]}")
-    executor.execute(prompt, prompt_id, {}, valid[2])
-    return executor, server
-
-
-def node_output(executor, node_id: str, index: int = 0):
-    """One output value of an executed node, from the executor's cache."""
-    entry = executor.caches.outputs.get(node_id)
-    outputs = getattr(entry, "outputs", entry)
-    return outputs[index][0]
-
-
-def execution_error(executor) -> str | None:
-    """The exception message of an ``execution_error`` status message, if the run failed."""
-    for event, data in executor.status_messages:
-        if event == "execution_error":
-            return data["exception_message"]
-    return None

@@ -1,0 +1,28 @@
+"""The model files the pack's workflows expect, by ComfyUI model folder: the one list every message uses.
+
+Plain data (no ComfyUI import), so that `make run`'s folder report and the workflow builder read it too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    folder: str  # ComfyUI model folder name (models/<folder>)
+    default: str  # the file name the example workflows use
+    alternatives: tuple[str, ...]
+    source: str
+
+    def describe(self) -> str:
+        """``default`` (or ``a`` / ``b``, source) for messages and the folder report."""
+        others = f" (or {' / '.join(self.alternatives)})" if self.alternatives else ""
+        return f"{self.default}{others}, {self.source}"
+
+
+CHECKPOINT = ModelFiles("checkpoints", "v1-5-pruned-emaonly.safetensors", (), "any Stable Diffusion 1.5 checkpoint")
+SAM = ModelFiles("sams", "sam_vit_h_4b8939.pth", ("sam_vit_l_0b3195.pth", "sam_vit_b_01ec64.pth"),
+                 "Meta's segment-anything release")
+GROUNDING_DINO = ModelFiles("grounding-dino", "groundingdino_swint_ogc.pth", ("groundingdino_swinb_cogcoor.pth",),
+                            "IDEA-Research's GroundingDINO release")
+EXPECTED_MODELS = (CHECKPOINT, SAM, GROUNDING_DINO)
