@@ -3,14 +3,16 @@ from .attention import attend, blend_regions, plan_regions, target_attention
 from .layout import CONDITION, SUBJECT, TARGET, RowLayout, row_layout
 from .masks import MASK_THRESHOLD, resize_mask, site_mask
 from .run import MCARun, RunStep
-from .schedule import NUM_SD15_LAYERS, MCASchedule, Op
+from .schedule import MCASchedule, Op
 from .tasks import PRESETS, Task, TaskPreset
+from .unet_layers import AttentionSite, find_attention_sites, layer_from_fraction, preset_salq_layer
 
 __all__ = [
     "attend", "blend_regions", "plan_regions", "target_attention",
     "CONDITION", "SUBJECT", "TARGET", "RowLayout", "row_layout",
     "MASK_THRESHOLD", "resize_mask", "site_mask",
     "MCARun", "RunStep",
-    "NUM_SD15_LAYERS", "MCASchedule", "Op",
+    "MCASchedule", "Op",
     "PRESETS", "Task", "TaskPreset",
+    "AttentionSite", "find_attention_sites", "layer_from_fraction", "preset_salq_layer",
 ]

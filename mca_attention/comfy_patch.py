@@ -1,6 +1,7 @@
 """The one module of ``mca_attention`` that knows ComfyUI: attn1 replacements on a cloned ModelPatcher.
 
-Every SD1.5 self-attention site gets an :class:`MCASiteAttention`. Rows 0 (condition) and 1 (subject)
+Every self-attention site of the UNet (SD1.x/2.x, SDXL and its distilled variants) gets an
+:class:`MCASiteAttention`. Rows 0 (condition) and 1 (subject)
 keep ordinary attention; row 2 (target) gets SAGI, SALQ or ordinary attention by the schedule, the
 same in every cond/uncond chunk, whether ComfyUI batches the chunks or runs them one by one.
 """
@@ -19,42 +20,12 @@ from .cross_attention_mask import CrossAttentionMaps, token_attention_map
 from .layout import ROWS_PER_CHUNK, RowLayout, row_layout
 from .masks import MASK_THRESHOLD, as_single_mask, site_mask
 from .run import MCARun, run_step
-from .schedule import NUM_SD15_LAYERS, MCASchedule, Op
+from .schedule import MCASchedule, Op
 from .tasks import TaskPreset
+from .unet_layers import AttentionSite, find_attention_sites, preset_salq_layer
 
 STATE_KEY = "mca_ctrl"
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AttentionSite:
-    """One self-attention site: its ``patches_replace`` key and its index in UNet order."""
-
-    block_name: str
-    block_number: int
-    block_index: int
-    layer: int
-    transformer: torch.nn.Module = field(compare=False, repr=False)
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.block_name, self.block_number, self.block_index)
-
-
-def find_attention_sites(diffusion_model: torch.nn.Module) -> list[AttentionSite]:
-    """Walk the UNet's input, middle and output blocks for transformer blocks (no hard-coded keys)."""
-    groups = [("input", list(diffusion_model.input_blocks))]
-    middle = getattr(diffusion_model, "middle_block", None)
-    if middle is not None:
-        groups.append(("middle", [middle]))
-    groups.append(("output", list(diffusion_model.output_blocks)))
-    sites: list[AttentionSite] = []
-    for block_name, blocks in groups:
-        for number, block in enumerate(blocks):
-            for module in block:
-                for depth, transformer in enumerate(getattr(module, "transformer_blocks", [])):
-                    sites.append(AttentionSite(block_name, number, depth, len(sites), transformer))
-    return sites
 
 
 def min_latent_side(diffusion_model: torch.nn.Module) -> int:
@@ -232,18 +203,45 @@ class MCACrossAttentionProbe:
         return n, context, value
 
 
+FAMILY_NAMES = {
+    "SD15": "Stable Diffusion 1.x", "SD20": "Stable Diffusion 2.x", "SD21UnclipL": "Stable Diffusion 2.1 unCLIP",
+    "SD21UnclipH": "Stable Diffusion 2.1 unCLIP", "SDXL": "SDXL", "SDXLRefiner": "SDXL Refiner", "SSD1B": "SSD-1B",
+    "Segmind_Vega": "Segmind Vega", "KOALA_700M": "KOALA-700M", "KOALA_1B": "KOALA-1B", "SD3": "Stable Diffusion 3",
+    "Flux": "Flux", "AuraFlow": "AuraFlow", "HunyuanDiT": "Hunyuan-DiT", "PixArtAlpha": "PixArt", "PixArtSigma": "PixArt",
+}
+
+
+def model_family(model) -> str:
+    """A readable name of the model's family (ComfyUI's detected model config)."""
+    name = type(model.model.model_config).__name__
+    return FAMILY_NAMES.get(name, name)
+
+
 def check_model(model) -> list[AttentionSite]:
-    """The model's self-attention sites, after refusing models MCA cannot run on."""
-    sites = find_attention_sites(model.get_model_object("diffusion_model"))
-    if len(sites) != NUM_SD15_LAYERS:
+    """The model's self-attention sites, after refusing models MCA cannot run on (with the family's name)."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    family = model_family(model)
+    if not all(hasattr(diffusion_model, name) for name in ("input_blocks", "output_blocks")):
         raise ValueError(
-            f"MCA Attention Patch needs a Stable Diffusion 1.5 model (16 self-attention sites); this model "
-            f"has {len(sites)}. Load an SD1.5 checkpoint (SDXL, SD2 and others are not supported)."
-        )
+            f"MCA-Ctrl needs a UNet whose self-attention sits in transformer blocks (SD1.x, SD2.x, SDXL, SSD-1B, "
+            f"Segmind Vega, KOALA); this {family} model is a {type(diffusion_model).__name__}, which has none. "
+            f"Load one of those checkpoints.")
+    sites = find_attention_sites(diffusion_model)
+    if not sites:
+        raise ValueError(f"this {family} model has no self-attention in its UNet: MCA-Ctrl has nothing to control.")
     latent_channels = getattr(model.model.latent_format, "latent_channels", 4)
     if latent_channels != 4:
-        raise ValueError(f"MCA needs an SD1.5 model with 4 latent channels; this one has {latent_channels}.")
+        raise ValueError(f"MCA-Ctrl needs a model with a 4-channel latent; this {family} model has {latent_channels}.")
     return sites
+
+
+def resolve_schedule(schedule: MCASchedule, sites: list[AttentionSite]) -> MCASchedule:
+    """The schedule with Layer_LQ fixed for this model: the family preset when none was given."""
+    first = preset_salq_layer(sites) if schedule.salq_first_layer is None else schedule.salq_first_layer
+    if first > len(sites):
+        raise ValueError(f"salq_first_site {first} is beyond this model's {len(sites)} self-attention sites "
+                         f"(0..{len(sites) - 1}); use -1 for the preset or a smaller index.")
+    return schedule.with_first_layer(first)
 
 
 def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: torch.Tensor,
@@ -251,11 +249,14 @@ def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: 
                 target_text_cond: torch.Tensor | None = None):
     """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at every self-attention site.
 
+    ``schedule.salq_first_layer`` None means the model family's preset site (``preset_salq_layer``).
+
     Without ``edit_mask`` (generation) the edit region comes from the target's cross-attention to the
     text tokens at ``subject_tokens`` of the target prompt (``target_text_cond``, when given, is that
     prompt encoded, so that the sampler can check it receives the same prompt).
     """
     sites = check_model(model)
+    schedule = resolve_schedule(schedule, sites)
     if edit_mask is None and preset.needs_edit_mask:
         raise ValueError(f"the {preset.task.value} preset needs an edit_mask: the region of the condition image "
                          f"where the subject goes (SLM Mask of the object to replace, or a drawn region).")

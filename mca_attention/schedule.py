@@ -1,17 +1,16 @@
 """When SAGI and SALQ run: per (denoising step, self-attention layer), SAGI taking precedence.
 
 Steps count 0..N-1 from the noisiest. Layers are the self-attention sites in UNet order (SD1.5: down
-0-5, middle 6, up 7-15). Step bounds are fractions of the schedule so that a preset survives a change of
+0-5, middle 6, up 7-15; see ``unet_layers`` for other families). Step bounds are fractions of the schedule so that a preset survives a change of
 step count; they become step indices by ``floor(fraction * N)`` (the official code's
 ``int(total_steps * fraction)``), so at 50 steps the official integer settings are reproduced exactly.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
-NUM_SD15_LAYERS = 16
 
 
 class Op(str, Enum):
@@ -27,13 +26,17 @@ def fraction_to_step(fraction: float, total_steps: int) -> int:
 
 @dataclass(frozen=True)
 class MCASchedule:
-    """S_GI, E_GI, S_LQ, E_LQ as fractions of the steps; Layer_LQ as a site index."""
+    """S_GI, E_GI, S_LQ, E_LQ as fractions of the steps; Layer_LQ as a site index.
+
+    ``salq_first_layer`` None stands for the model family's preset site; a schedule is made concrete
+    for a model by ``with_first_layer`` before it runs.
+    """
 
     sagi_start: float = 0.0
     sagi_end: float = 0.1
     salq_start: float = 0.08
     salq_end: float = 1.0
-    salq_first_layer: int = 9
+    salq_first_layer: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("sagi_start", "sagi_end", "salq_start", "salq_end"):
@@ -45,8 +48,11 @@ class MCASchedule:
             if start > end:
                 raise ValueError(f"{op}_start ({start:g}) is after {op}_end ({end:g}): {op.upper()} would never run. "
                                  f"Set {op}_start <= {op}_end (equal values switch {op.upper()} off).")
-        if self.salq_first_layer < 0:
+        if self.salq_first_layer is not None and self.salq_first_layer < 0:
             raise ValueError(f"salq_first_layer must be 0 or more, got {self.salq_first_layer}")
+
+    def with_first_layer(self, first_layer: int) -> MCASchedule:
+        return replace(self, salq_first_layer=first_layer)
 
     def step_ranges(self, total_steps: int) -> tuple[range, range]:
         """The SAGI and SALQ step ranges for a schedule of ``total_steps`` steps."""
@@ -54,8 +60,10 @@ class MCASchedule:
         salq = range(fraction_to_step(self.salq_start, total_steps), fraction_to_step(self.salq_end, total_steps))
         return sagi, salq
 
-    def table(self, total_steps: int, num_layers: int = NUM_SD15_LAYERS) -> list[list[Op]]:
+    def table(self, total_steps: int, num_layers: int) -> list[list[Op]]:
         """``table[step][layer]``: the whole schedule (built once per sampling run)."""
+        if self.salq_first_layer is None:
+            raise ValueError("the schedule's Layer_LQ is the model's preset: resolve it for a model first")
         sagi, salq = self.step_ranges(total_steps)
         return [[Op.SAGI if step in sagi else Op.SALQ if step in salq and layer >= self.salq_first_layer else Op.NONE
                  for layer in range(num_layers)] for step in range(total_steps)]

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 
-from ..mca_attention.comfy_patch import patch_model
+from ..mca_attention.comfy_patch import check_model, model_family, patch_model
 from ..mca_attention.cross_attention_mask import find_token_positions
-from ..mca_attention.schedule import NUM_SD15_LAYERS, MCASchedule, format_table
+from ..mca_attention.schedule import MCASchedule
 from ..mca_attention.tasks import PRESETS, Task
+from ..mca_attention.unet_layers import layer_from_fraction, preset_salq_layer
 from .common import CATEGORY
 
 PRESET_DEFAULT = -1.0
@@ -69,34 +70,50 @@ def _fraction(tooltip: str) -> dict:
             "tooltip": tooltip + " Fraction of the steps, 0..1; -1 uses the preset's official value."}
 
 
-def effective_schedule(base: MCASchedule, **overrides: float) -> MCASchedule:
-    """The preset's schedule with each widget that is not -1 put in its place (other negatives refused)."""
-    values = {}
-    for name, value in overrides.items():
-        if value == PRESET_DEFAULT:
-            values[name] = getattr(base, name)
-        elif value < 0:
-            raise ValueError(f"{name} = {value:g}: use a value in 0..1, or exactly -1 for the preset's value.")
-        else:
-            values[name] = int(value) if name == "salq_first_layer" else value
-    return MCASchedule(**values)
+def _widget(name: str, value: float, preset_value):
+    """A widget's value, or the preset's for exactly -1 (any other negative is refused)."""
+    if value == PRESET_DEFAULT:
+        return preset_value
+    if value < 0:
+        raise ValueError(f"{name} = {value:g}: use a value in 0..1, or exactly -1 for the preset's value.")
+    return value
+
+
+def effective_schedule(base: MCASchedule, num_sites: int, salq_layers: float, salq_first_site: int,
+                       **fractions: float) -> MCASchedule:
+    """The preset's schedule with each widget that is not -1 put in its place.
+
+    Layer_LQ: ``salq_first_site`` (a raw site index) wins over ``salq_layers`` (a fraction of the
+    model's ``num_sites`` sites); with both at -1 the preset decides (None: the model family's site).
+    """
+    values = {name: _widget(name, value, getattr(base, name)) for name, value in fractions.items()}
+    if salq_first_site >= 0:
+        first = salq_first_site
+    elif salq_first_site != PRESET_DEFAULT:
+        raise ValueError(f"salq_first_site = {salq_first_site}: use a site index, or -1 to use salq_layers.")
+    else:
+        layers = _widget("salq_layers", salq_layers, None)
+        first = base.salq_first_layer if layers is None else layer_from_fraction(layers, num_sites)
+    return MCASchedule(**values, salq_first_layer=first)
 
 
 class MCAAttentionPatch:
-    DESCRIPTION = ("Patches SD1.5 self-attention for MCA-Ctrl: the target row (row 3 of the MCA Sampler batch) "
+    DESCRIPTION = ("Patches the UNet's self-attention for MCA-Ctrl (SD1.x, SD2.x, SDXL, SSD-1B, Segmind Vega, "
+                   "KOALA): the target row (row 3 of the MCA Sampler batch) "
                    "takes its subject from the subject image (SAGI early, SALQ later) and its background from "
                    "the condition row. Returns a patched clone; the input MODEL is untouched. Acts only inside "
                    "the MCA Sampler.")
     CATEGORY = CATEGORY
     FUNCTION = "patch"
     RETURN_TYPES = ("MODEL",)
-    OUTPUT_TOOLTIPS = ("A clone of the model with MCA attention at all 16 self-attention sites.",)
+    OUTPUT_TOOLTIPS = ("A clone of the model with MCA attention at every self-attention site.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.5 model."}),
+                "model": ("MODEL", {"tooltip": "A UNet model: SD1.x, SD2.x (also v-prediction), SDXL, SSD-1B, "
+                                               "Segmind Vega or KOALA. DiT models (SD3, Flux) are refused."}),
                 "subject_mask": ("MASK", {"tooltip": "1 on the subject inside the subject image (SLM Mask)."}),
                 "preset": ([task.value for task in Task], {
                     "default": Task.SWAP.value,
@@ -107,9 +124,17 @@ class MCAAttentionPatch:
                 "sagi_end": ("FLOAT", _fraction("E_GI: SAGI stops before this step (official: 10% of the steps).")),
                 "salq_start": ("FLOAT", _fraction("S_LQ: first step of Self-Attention Local Query (official swap/add: step 4 of 50).")),
                 "salq_end": ("FLOAT", _fraction("E_LQ: SALQ stops before this step (official: the last step).")),
-                "salq_first_layer": ("INT", {"default": -1, "min": -1, "max": NUM_SD15_LAYERS,
-                                             "tooltip": "Layer_LQ: SALQ runs at self-attention layers from this one "
-                                                        "to 15 (down 0-5, mid 6, up 7-15); -1 uses the preset."}),
+                "salq_layers": ("FLOAT", {
+                    "default": PRESET_DEFAULT, "min": -1.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Layer_LQ on any model: SALQ runs at the self-attention sites from this fraction of "
+                               "the UNet on (sites in call order: encoder, middle, decoder; 0 = every site). -1 "
+                               "uses the preset: every site for generation; for swap/add the last decoder block of "
+                               "the coarsest level onward (SD1.5: site 9 of 16, the official value; SDXL: 54 of 70)."}),
+                "salq_first_site": ("INT", {
+                    "default": -1, "min": -1, "max": 1000,
+                    "tooltip": "Advanced: Layer_LQ as a raw site index (overrides salq_layers; -1 = off). Site "
+                               "counts: SD1.x/SD2.x 16, SDXL 70, SSD-1B 34, KOALA-1B 30, KOALA-700M 21, Segmind "
+                               "Vega 15. The log shows the schedule table of the model."}),
             },
             "optional": {
                 "edit_mask": ("MASK", {"tooltip": "1 where the subject goes in the condition/target image: the "
@@ -130,11 +155,13 @@ class MCAAttentionPatch:
             },
         }
 
-    def patch(self, model, subject_mask, preset, sagi_start, sagi_end, salq_start, salq_end, salq_first_layer,
-              edit_mask=None, clip=None, target_text="", subject_words="", token_indices=""):
+    def patch(self, model, subject_mask, preset, sagi_start, sagi_end, salq_start, salq_end, salq_layers,
+              salq_first_site, edit_mask=None, clip=None, target_text="", subject_words="", token_indices=""):
         task_preset = PRESETS[Task(preset)]
-        schedule = effective_schedule(task_preset.schedule, sagi_start=sagi_start, sagi_end=sagi_end,
-                                      salq_start=salq_start, salq_end=salq_end, salq_first_layer=salq_first_layer)
+        sites = check_model(model)
+        schedule = effective_schedule(task_preset.schedule, len(sites), salq_layers, salq_first_site,
+                                      sagi_start=sagi_start, sagi_end=sagi_end, salq_start=salq_start,
+                                      salq_end=salq_end)
         tokens, text_cond = None, None
         if edit_mask is None and not task_preset.needs_edit_mask:
             tokens = subject_tokens(clip, target_text, subject_words, token_indices)
@@ -142,8 +169,9 @@ class MCAAttentionPatch:
                 text_cond = encoded_text(clip, target_text)
         patched = patch_model(model, task_preset, schedule, subject_mask, edit_mask, subject_tokens=tokens,
                               target_text_cond=text_cond)
-        logger.info("MCA schedule (%s) at 50 steps, layers left to right, G = SAGI, L = SALQ:\n%s",
-                    preset, format_table(schedule.table(50, NUM_SD15_LAYERS)))
+        first = preset_salq_layer(sites) if schedule.salq_first_layer is None else schedule.salq_first_layer
+        logger.info("MCA Attention Patch: %s model, %d self-attention sites, %s preset, SALQ from site %d; the "
+                    "MCA Sampler logs the step x site table.", model_family(model), len(sites), preset, first)
         return (patched,)
 
 

@@ -41,13 +41,13 @@ def check_latent(samples: torch.Tensor, model, name: str) -> None:
     """Refuse latents the MCA nodes cannot use: not ``[batch, 4, h, w]``, or smaller than the coarsest site."""
     if samples.dim() != 4 or samples.shape[1] != 4:
         raise ValueError(
-            f"{name}: expected an SD1.5 latent [batch, 4, h, w], got shape {tuple(samples.shape)}. "
-            f"Encode the image with an SD1.5 VAE (VAE Encode from the SD1.5 checkpoint)."
+            f"{name}: expected a 4-channel latent [batch, 4, h, w], got shape {tuple(samples.shape)}. "
+            f"Encode the image with the VAE of the same checkpoint (VAE Encode)."
         )
     side = min_latent_side(model.get_model_object("diffusion_model"))
     height, width = samples.shape[-2:]
     if height < side or width < side:
         raise ValueError(
-            f"{name}: the latent is {width}x{height} ({width * 8}x{height * 8} px); the model's coarsest attention "
+            f"{name}: the latent is {width}x{height} ({width * 8}x{height * 8} px); the model's coarsest level "
             f"level needs at least {side}x{side} ({side * 8}x{side * 8} px). Use a larger image."
         )

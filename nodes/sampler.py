@@ -1,6 +1,7 @@
 """MCA Sampler: condition, subject and target sampled as one 3-row batch, one sampler call per step."""
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -12,22 +13,54 @@ from ..mca_attention.comfy_patch import MCAState, mca_state
 from ..mca_attention.layout import CONDITION, SUBJECT, TARGET
 from ..mca_attention.masks import as_single_mask, resize_mask
 from ..mca_attention.run import MCARun
+from ..mca_attention.schedule import format_table
 from ..mca_attention.sampling import RowControl, mca_sample_loop
 from ..mca_attention.trajectory import Trajectory, check_matches_schedule, read_trajectory
 from .common import CATEGORY, check_latent, single_prompt
 from .progress import sampling_callback
 
 LATENT_TO_PIXELS = 8
+logger = logging.getLogger(__name__)
+
+
+PER_ROW_OPTIONS = ("pooled_output",)  # stacked per row; every other option must agree across the rows
+
+
+def _row_options(options: list[dict]) -> dict:
+    """The conditioning options of the 3-row entry: pooled outputs stacked in row order, the rest shared."""
+    merged = dict(options[TARGET])
+    for key in PER_ROW_OPTIONS:
+        values = [o.get(key) for o in options]
+        if all(v is not None for v in values):
+            merged[key] = torch.cat([v.reshape(1, -1) for v in values])
+        elif any(v is not None for v in values):
+            raise ValueError(f"only some row prompts carry '{key}': encode all three with the same kind of "
+                             f"text encode node.")
+    names = ("condition_prompt", "subject_prompt", "target_prompt")
+    for key in set().union(*options) - set(PER_ROW_OPTIONS):
+        values = [o.get(key) for o in options]
+        if any(not _same(values[TARGET], value) for value in values):
+            differing = ", ".join(f"{name}={value!r}" for name, value in zip(names, values))
+            raise ValueError(f"the row prompts differ in '{key}' ({differing}): MCA samples the rows as one batch, "
+                             f"so give the three text encode nodes the same {key}.")
+    return merged
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(
+            torch.equal(a, b))
+    return a == b
 
 
 def row_prompts(condition: list, subject: list, target: list) -> list:
-    """One conditioning entry whose batch holds the three row prompts in row order."""
+    """One conditioning entry whose batch holds the three row prompts (and pooled outputs) in row order."""
     prompts = [single_prompt(c, name) for c, name in
                ((condition, "condition_prompt"), (subject, "subject_prompt"), (target, "target_prompt"))]
     tensors = [p[0] for p in prompts]
     tokens = math.lcm(*(t.shape[1] for t in tensors))  # as ComfyUI pads long prompts: repeat to a common length
     stacked = torch.cat([t.repeat(1, tokens // t.shape[1], 1) for t in tensors])
-    return [[stacked, dict(prompts[TARGET][1])]]
+    return [[stacked, _row_options([p[1] for p in prompts])]]
 
 
 def patched_state(model) -> MCAState:
@@ -128,6 +161,8 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     if state.edit_mask is None:
         check_target_prompt(state, target_prompt)
     run = MCARun(total_steps=schedule.numel() - 1)
+    logger.info("MCA schedule, one line per step, one character per self-attention site (G = SAGI, L = SALQ, "
+                ". = ordinary):\n%s", format_table(state.run_cache(run)["ops"]))
     single = condition["samples"]
     noise = comfy.sample.prepare_noise(torch.zeros_like(single), seed).repeat(3, 1, 1, 1)
     sampler = comfy.samplers.KSAMPLER(mca_sample_loop, extra_options={"control": control, "run": run})

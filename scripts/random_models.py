@@ -99,3 +99,70 @@ def random_checkpoint() -> Path:
     comfy.sd.save_checkpoint(str(partial), unet, clip, vae)
     os.replace(partial, path)
     return path
+
+
+TINY_POOLED_DIM = 32
+SDXL_ADM_EXTRA = 6 * 256  # SDXL's ADM: pooled text + six 256-d size/crop embeddings (comfy.model_base.SDXL)
+# Depths as ComfyUI's model_detection holds them for each family (channels shrunk by tiny_family_model).
+FAMILY_LAYOUTS = {
+    "SD15": dict(num_res_blocks=[2] * 4, channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                 transformer_depth_middle=1, transformer_depth_output=[1] * 9 + [0] * 3, use_linear_in_transformer=False),
+    "SD20": dict(num_res_blocks=[2] * 4, channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                 transformer_depth_middle=1, transformer_depth_output=[1] * 9 + [0] * 3),
+    "SDXL": dict(num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], transformer_depth=[0, 0, 2, 2, 10, 10],
+                 transformer_depth_middle=10, transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10]),
+    "SSD1B": dict(num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], transformer_depth=[0, 0, 2, 2, 4, 4],
+                  transformer_depth_middle=-1, transformer_depth_output=[0, 0, 0, 1, 1, 2, 10, 4, 4]),
+    "Segmind_Vega": dict(num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], transformer_depth=[0, 0, 1, 1, 2, 2],
+                         transformer_depth_middle=-1, transformer_depth_output=[0, 0, 0, 1, 1, 1, 2, 2, 2]),
+    "KOALA_700M": dict(num_res_blocks=[1, 1, 1], channel_mult=[1, 2, 4], transformer_depth=[0, 2, 5],
+                       transformer_depth_middle=-2, transformer_depth_output=[0, 0, 2, 2, 5, 5]),
+}
+SDXL_FAMILY = ("SDXL", "SSD1B", "Segmind_Vega", "KOALA_700M")
+
+
+def tiny_family_model(family: str, seed: int = 0, v_prediction: bool = False):
+    """A random UNet of a family's real depths from ComfyUI's own ``supported_models`` class, 32 base channels."""
+    comfy_host.boot_comfy()
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = dict(in_channels=4, out_channels=4, model_channels=32, use_spatial_transformer=True, legacy=False,
+                  image_size=32, use_checkpoint=False, use_temporal_attention=False, use_temporal_resblock=False,
+                  dtype=torch.float32, context_dim=TINY_CONTEXT_DIM, use_linear_in_transformer=True,
+                  num_heads=-1, num_head_channels=8, adm_in_channels=None)
+    config.update(FAMILY_LAYOUTS[family])
+    if family in SDXL_FAMILY:
+        config.update(adm_in_channels=TINY_POOLED_DIM + SDXL_ADM_EXTRA, num_classes="sequential")
+    model_config = getattr(comfy.supported_models, family)(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model_type = comfy.model_base.ModelType.V_PREDICTION if v_prediction else comfy.model_base.ModelType.EPS
+    model_class = comfy.model_base.SDXL if family in SDXL_FAMILY else comfy.model_base.BaseModel
+    model = model_class(model_config, model_type=model_type, device=torch.device("cpu"))
+    init_weights(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def tiny_sdxl_prompt(seed: int, tokens: int = 77) -> list:
+    """A CONDITIONING as SDXL's text encode makes it: text tokens plus a pooled output."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, TINY_CONTEXT_DIM, generator=generator),
+             {"pooled_output": torch.randn(1, TINY_POOLED_DIM, generator=generator)}]]
+
+
+def tiny_dit_model(seed: int = 0):
+    """A tiny random SD3 (MMDiT) model: a diffusion model without UNet self-attention sites."""
+    comfy_host.boot_comfy()
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 1, "num_patches": 64,
+              "pos_embed_max_size": 8, "adm_in_channels": 32, "pos_embed_scaling_factor": None, "dtype": torch.float32,
+              "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}}}
+    model_config = comfy.supported_models.SD3(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = comfy.model_base.SD3(model_config, device=torch.device("cpu"))
+    init_weights(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))

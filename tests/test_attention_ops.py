@@ -135,7 +135,7 @@ def test_site_mask_is_nearest_and_row_major():
 
 
 def test_swap_preset_at_50_steps_reproduces_the_official_schedule():
-    table = PRESETS[Task.SWAP].schedule.table(50)
+    table = PRESETS[Task.SWAP].schedule.with_first_layer(9).table(50, 16)  # SD1.5's preset site: see test_families
     for step in range(50):
         for layer in range(16):
             if step < 5:
@@ -148,7 +148,7 @@ def test_swap_preset_at_50_steps_reproduces_the_official_schedule():
 
 
 def test_generation_preset_runs_salq_at_every_layer_after_sagi():
-    table = PRESETS[Task.GENERATION].schedule.table(20)
+    table = PRESETS[Task.GENERATION].schedule.table(20, 16)
     assert all(op is Op.SAGI for op in table[0] + table[1])
     assert all(op is Op.SALQ for row in table[2:] for op in row)
 
@@ -180,14 +180,14 @@ def test_schedule_fractions_follow_the_step_count():
 def test_schedule_refuses_a_start_after_its_end(op):
     with pytest.raises(ValueError, match=f"{op}_start \\(0.5\\) is after {op}_end \\(0.2\\)"):
         MCASchedule(**{f"{op}_start": 0.5, f"{op}_end": 0.2})
-    empty = MCASchedule(**{f"{op}_start": 0.3, f"{op}_end": 0.3})  # equal: switched off, allowed
-    assert not any(o is Op(op) for row in empty.table(10) for o in row)
+    empty = MCASchedule(**{f"{op}_start": 0.3, f"{op}_end": 0.3}, salq_first_layer=0)  # equal: off, allowed
+    assert not any(o is Op(op) for row in empty.table(10, 16) for o in row)
 
 
 def test_schedule_table_prints_one_line_per_step():
     from mca_ctrl.mca_attention.schedule import format_table
 
-    text = format_table(PRESETS[Task.SWAP].schedule.table(10))
+    text = format_table(PRESETS[Task.SWAP].schedule.with_first_layer(9).table(10, 16))
     lines = text.splitlines()
     assert len(lines) == 10 and lines[0] == "step 0: " + "G" * 16
     assert lines[9] == "step 9: " + "." * 9 + "L" * 7

@@ -261,12 +261,6 @@ def test_chains_to_an_existing_attn1_replacement(tiny_model):
     torch.testing.assert_close(out[:2], reference[:2], atol=1e-6, rtol=0)
 
 
-def test_refuses_a_model_that_is_not_sd15(pack):
-    not_sd15 = random_models.sd15_model(model_channels=32, context_dim=32, transformer_depth=[0, 0, 1, 1, 1, 1, 0, 0])
-    with pytest.raises(ValueError, match="Stable Diffusion 1.5"):
-        patched(not_sd15)
-
-
 def test_refuses_an_empty_subject_mask(tiny_model):
     with pytest.raises(ValueError, match="subject_mask is empty"):
         patch_model(tiny_model, PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), torch.zeros(1, 64, 64), EDIT_MASK)

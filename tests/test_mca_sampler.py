@@ -15,7 +15,7 @@ from random_models import square_mask, tiny_prompt
 
 STEPS = 5
 CFG = 5.0
-SILENT = MCASchedule(sagi_end=0.0, salq_start=0.0, salq_end=0.0)  # patched, but attention never changes
+SILENT = MCASchedule(sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_layer=9)  # patched, but attention never changes
 
 
 @pytest.fixture()
@@ -120,7 +120,7 @@ def test_bad_inputs_get_clear_errors(mods, tiny_model):
         call_node(mods, model, subject, inverted(mods, tiny_model, 2, steps=4))
     with pytest.raises(ValueError, match="no inversion trajectory.*MCA DDIM Invert"):
         call_node(mods, model, {"samples": subject["samples"]}, condition)
-    with pytest.raises(ValueError, match="SD1.5 latent"):
+    with pytest.raises(ValueError, match="4-channel latent"):
         call_node(mods, model, subject, {"samples": torch.zeros(1, 16, 8, 8)})
     with pytest.raises(ValueError, match="one plain prompt per row"):
         call_node(mods, model, subject, condition, prompt_set=(tiny_prompt(1) + tiny_prompt(2), *prompts()[1:]))
