@@ -32,7 +32,8 @@ def min_latent_side(diffusion_model: torch.nn.Module) -> int:
     """The smallest latent side the UNet can take: 2 to the number of its stride-2 downsamplings."""
     from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample
 
-    return 2 ** sum(isinstance(module, Downsample) for module in diffusion_model.input_blocks.modules())
+    blocks = getattr(diffusion_model, "input_blocks", None)
+    return 1 if blocks is None else 2 ** sum(isinstance(module, Downsample) for module in blocks.modules())
 
 
 def _checked_mask(mask: torch.Tensor, name: str) -> torch.Tensor:

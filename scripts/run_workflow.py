@@ -95,7 +95,8 @@ async def run(url: str, prompt: dict, timeout: float, log=print) -> list[dict]:
         async with session.ws_connect(f"{url}/ws?clientId={client_id}") as socket:
             async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id}) as response:
                 answer = await response.json()
-                if response.status != 200:
+                if response.status != 200 or answer.get("node_errors"):
+                    # ComfyUI answers 200 and runs only the valid outputs when some output is invalid
                     raise WorkflowError(readable_error(answer))
             prompt_id = answer["prompt_id"]
             async with asyncio.timeout(timeout):

@@ -5,13 +5,12 @@ import logging
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import comfy.sample
 import comfy.samplers
-import random_models
 from mca_ctrl.mca_attention.comfy_patch import find_attention_sites, mca_state, patch_model
-from mca_ctrl.mca_attention.run import MCARun, run_step
+from dense_reference import check_recorded_calls, recording
+from mca_ctrl.mca_attention.run import MCARun
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
@@ -57,53 +56,6 @@ def test_finds_all_16_sites_in_unet_order(tiny_model):
 
 # --- the shipped replacement against the dense formula, on the q/k/v a real run hands it -------------------
 
-def dense_softmax_attention(q, k, v, allowed, heads):
-    """Every score computed, disallowed keys at -inf; no allowed key means all keys (the documented fallback)."""
-    if not bool(allowed.any()):
-        allowed = torch.ones_like(allowed)
-    b, n, inner = q.shape
-    d = inner // heads
-    qh, kh, vh = (t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2).double() for t in (q, k, v))
-    scores = (qh @ kh.transpose(-1, -2)) / d ** 0.5
-    scores = scores.masked_fill(~allowed.view(1, 1, 1, -1), float("-inf"))
-    return (scores.softmax(-1) @ vh).transpose(1, 2).reshape(b, n, inner)
-
-
-def mask_at(mask, height, width):
-    """The [1, H, W] mask at a site, nearest, flattened row-major."""
-    return F.interpolate(mask[None].float(), size=(height, width), mode="nearest").flatten()
-
-
-def dense_expected_output(q, k, v, cond_or_uncond, op, heads, height, width):
-    """What the paper's rules give for one whole attention call (every row)."""
-    out = dense_softmax_attention(q, k, v, torch.ones(q.shape[1], dtype=torch.bool), heads)
-    if op is Op.NONE:
-        return out
-    subject, edit = mask_at(SUBJECT_MASK, height, width), mask_at(EDIT_MASK, height, width)
-    weight = edit.double()[None, :, None]
-    for chunk in range(len(cond_or_uncond)):
-        c, s, t = 3 * chunk, 3 * chunk + 1, 3 * chunk + 2
-        fg_query, bg_query = (t, t) if op is Op.SALQ else (s, c)
-        fg = dense_softmax_attention(q[fg_query:fg_query + 1], k[s:s + 1], v[s:s + 1], subject > 0.5, heads)
-        bg = dense_softmax_attention(q[bg_query:bg_query + 1], k[c:c + 1], v[c:c + 1], edit <= 0.5, heads)
-        out[t] = (weight * fg + (1 - weight) * bg)[0]
-    return out
-
-
-def recording(model, calls):
-    """A clone whose attn1 replacements (the patch's own) also record their inputs and outputs."""
-    recorder = model.clone()
-    for key, replacement in model.model_options["transformer_options"]["patches_replace"]["attn1"].items():
-        def record(q, k, v, extra_options, replacement=replacement, key=key):
-            out = replacement(q, k, v, extra_options)
-            calls.append(dict(q=q.clone(), k=k.clone(), v=v.clone(), out=out.clone(), key=key,
-                              step=run_step(extra_options).step, cond_or_uncond=list(extra_options["cond_or_uncond"]),
-                              heads=extra_options["n_heads"], shape=tuple(extra_options["activations_shape"][-2:])))
-            return out
-        recorder.set_model_attn1_replace(record, *key)
-    return recorder
-
-
 @pytest.mark.parametrize("split", [False, True])
 def test_patched_replacement_matches_the_dense_formula_on_recorded_calls(tiny_model, split, monkeypatch):
     if split:
@@ -115,17 +67,12 @@ def test_patched_replacement_matches_the_dense_formula_on_recorded_calls(tiny_mo
     calls = []
     sample_rows(recording(patched(tiny_model), calls))
     assert len(calls) == STEPS * 16 * (2 if split else 1)
-    ops_seen = set()
-    for call in calls:
-        layer = SITE_KEYS.index(call["key"])
-        op = (Op.SAGI if (call["step"], layer) in EXPECTED_SAGI else
-              Op.SALQ if (call["step"], layer) in EXPECTED_SALQ else Op.NONE)
-        ops_seen.add(op)
-        expected = dense_expected_output(call["q"], call["k"], call["v"], call["cond_or_uncond"], op, call["heads"],
-                                         *call["shape"])
-        torch.testing.assert_close(call["out"].double(), expected, atol=2e-5, rtol=1e-4,
-                                   msg=lambda m, call=call, op=op: f"step {call['step']} {call['key']} {op}: {m}")
-    assert ops_seen == {Op.SAGI, Op.SALQ, Op.NONE}
+
+    def expected_op(step, key):
+        layer = SITE_KEYS.index(key)
+        return Op.SAGI if (step, layer) in EXPECTED_SAGI else Op.SALQ if (step, layer) in EXPECTED_SALQ else Op.NONE
+
+    assert check_recorded_calls(calls, expected_op, SUBJECT_MASK, EDIT_MASK) == {Op.SAGI, Op.SALQ, Op.NONE}
 
 
 # --- schedule, rows, runs ----------------------------------------------------------------------------------

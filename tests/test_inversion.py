@@ -141,6 +141,6 @@ def test_identical_prompts_skip_the_uncond_pass(pack, tiny_model):
     assert rows == [2] * 5, "a real negative prompt keeps CFG"
 
 
-def test_non_sd15_latent_is_refused(pack, tiny_model):
-    with pytest.raises(ValueError, match="SD1.5 latent"):
+def test_a_latent_that_is_not_4_channel_is_refused(pack, tiny_model):
+    with pytest.raises(ValueError, match="4-channel latent"):
         run_inversion(pack, tiny_model, torch.zeros(1, 16, 8, 8), 5)

@@ -1,0 +1,72 @@
+"""ComfyUI's HTTP API as the harness uses it, built on ``scripts/run_workflow.py`` (queue, progress, errors).
+
+The harness lives in ``scripts/`` beside the modules it uses (``run_workflow``, ``comfy_server``).
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+SCRIPTS = Path(__file__).resolve().parents[1]
+REPO = SCRIPTS.parent
+
+
+def scripts_module(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported (its folder is appended to sys.path once)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.append(str(SCRIPTS))
+    return importlib.import_module(name)
+
+
+def run_workflow_module() -> ModuleType:
+    """``scripts/run_workflow.py``: apply_arguments, run, uploader, WorkflowError."""
+    return scripts_module("run_workflow")
+
+
+def server_down_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the server is gone (as opposed to one item failing on it)."""
+    import aiohttp
+    import requests
+
+    return aiohttp.ClientConnectionError, requests.ConnectionError, ConnectionError
+
+
+async def check_server(session, url: str) -> None:
+    """Raises ConnectionError with a readable message unless ``url`` answers like ComfyUI."""
+    try:
+        async with session.get(f"{url}/system_stats") as response:
+            if response.status != 200:
+                raise ConnectionError(f"{url}/system_stats answered {response.status}: is this ComfyUI?")
+            await response.json()
+    except (OSError, asyncio.TimeoutError) as error:
+        raise ConnectionError(f"no ComfyUI answers at {url} ({error}); start it (make run) or fix --url") from None
+
+
+async def upload(url: str, uploads: tuple[tuple[str, Path], ...]) -> None:
+    """Uploads each (name, path) to ComfyUI's input folder under ``name`` (via run_workflow.uploader)."""
+    send = run_workflow_module().uploader(url)
+    with tempfile.TemporaryDirectory(prefix="mca_eval_upload_") as folder:
+        for name, path in uploads:
+            alias = Path(folder) / name
+            alias.symlink_to(Path(path).resolve())
+            await asyncio.to_thread(send, alias)
+
+
+async def run_prompt(url: str, prompt: dict, timeout: float, log) -> list[dict]:
+    """Queues ``prompt``, reports progress through ``log``, returns the output image records."""
+    return await run_workflow_module().run(url, prompt, timeout, log=log)
+
+
+async def fetch_image(session, url: str, image: dict) -> bytes:
+    """The bytes of an output image record ({filename, subfolder, type}) from ``/view``."""
+    params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
+              "type": image.get("type", "output")}
+    async with session.get(f"{url}/view", params=params) as response:
+        if response.status != 200:
+            raise run_workflow_module().WorkflowError(
+                f"ComfyUI could not serve {image['filename']} ({response.status})")
+        return await response.read()

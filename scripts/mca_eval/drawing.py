@@ -1,0 +1,77 @@
+"""Small image helpers shared by the contact sheet and the sweep grid: fonts, tiles, mask outlines, text."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+
+BACKGROUND = (255, 255, 255)
+INK = (20, 20, 20)
+MUTED = (120, 120, 120)
+SUBJECT_COLOUR = (230, 40, 40)
+EDIT_COLOUR = (30, 200, 60)
+
+
+def font(size: int = 14) -> ImageFont.ImageFont:
+    """Pillow's bundled font at ``size`` (a bitmap fallback where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+
+def tile(path: Path | None, size: int, mask: Path | None = None, colour: tuple = EDIT_COLOUR) -> Image.Image:
+    """The image at ``path`` scaled to fit a ``size`` square (grey when absent), with ``mask`` outlined."""
+    canvas = Image.new("RGB", (size, size), (235, 235, 235))
+    if path is None or not Path(path).is_file():
+        return canvas
+    with Image.open(path) as opened:
+        image = ImageOps.contain(opened.convert("RGB"), (size, size), Image.LANCZOS)
+    if mask is not None and Path(mask).is_file():
+        image = outline(image, Path(mask), colour)
+    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+    return canvas
+
+
+def outline(image: Image.Image, mask_path: Path, colour: tuple, width: int = 3) -> Image.Image:
+    """``image`` with the border of the mask (white = 1, resized to the image) drawn ``width`` pixels wide."""
+    with Image.open(mask_path) as opened:
+        mask = opened.convert("L").resize(image.size, Image.NEAREST)
+    binary = mask.point(lambda value: 255 if value > 127 else 0)
+    grown = np.asarray(binary.filter(ImageFilter.MaxFilter(width)))
+    shrunk = np.asarray(binary.filter(ImageFilter.MinFilter(width)))
+    pixels = np.asarray(image.convert("RGB")).copy()
+    pixels[grown != shrunk] = colour
+    return Image.fromarray(pixels)
+
+
+def text_box(lines: list[str], width: int, height: int, size: int = 14, colour: tuple = INK) -> Image.Image:
+    """Lines wrapped to ``width``, top-left aligned, on white."""
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw, face = ImageDraw.Draw(canvas), font(size)
+    chars = max(8, int(width / (size * 0.55)))
+    y = 4
+    for line in lines:
+        for part in textwrap.wrap(line, chars) or [""]:
+            draw.text((6, y), part, fill=colour, font=face)
+            y += size + 4
+    return canvas
+
+
+def centred_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, size: int = 14,
+                 colour: tuple = INK) -> None:
+    """``text`` centred in ``box`` (left, top, right, bottom)."""
+    face = font(size)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
+    x = box[0] + (box[2] - box[0] - (right - left)) // 2
+    y = box[1] + (box[3] - box[1] - (bottom - top)) // 2
+    draw.text((x, y), text, fill=colour, font=face)
+
+
+def vertical_text(text: str, height: int, width: int, size: int = 16) -> Image.Image:
+    """``text`` rotated by 90 degrees (reading upwards), centred in a ``width`` x ``height`` strip."""
+    strip = Image.new("RGB", (height, width), BACKGROUND)
+    centred_text(ImageDraw.Draw(strip), (0, 0, height, width), text, size)
+    return strip.rotate(90, expand=True)

@@ -1,0 +1,62 @@
+"""The parameter grid of ``--sweep name=v1,v2``: axes, cells, and the items of every cell."""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, replace
+
+from mca_eval.items import EvalItem, safe_id
+
+PATCH_NODE = "MCA_AttentionPatch"
+
+
+class SweepError(ValueError):
+    """A --sweep argument is malformed or names no input of the workflow."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept input: ``title`` (node title or class) and ``input`` name, with its values."""
+
+    name: str
+    title: str
+    input: str
+    values: tuple
+
+
+def parse_value(text: str):
+    """A JSON scalar when ``text`` is one (0.1, 3, true), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_axis(spec: str) -> Axis:
+    """``sagi_end=0.05,0.1`` (an MCA Attention Patch widget) or ``Title.input=v1,v2`` (any node input)."""
+    name, sep, values = spec.partition("=")
+    name = name.strip()
+    parts = [part.strip() for part in values.split(",") if part.strip()]
+    if not sep or not name or not parts:
+        raise SweepError(f"--sweep needs 'name=value1,value2,...', got '{spec}'")
+    title, _, input_name = name.rpartition(".")
+    return Axis(name=name, title=title or PATCH_NODE, input=input_name, values=tuple(parse_value(p) for p in parts))
+
+
+def cells(axes: tuple[Axis, ...]) -> list[tuple[tuple[str, object], ...]]:
+    """Every combination of the axes' values as ((name, value), ...); one empty cell without axes."""
+    return [tuple(zip((axis.name for axis in axes), combo)) for combo in itertools.product(*(a.values for a in axes))]
+
+
+def cell_label(cell: tuple[tuple[str, object], ...]) -> str:
+    """``sagi_end=0.1, salq_end=0.8`` (empty for the cell of a run without sweep)."""
+    return ", ".join(f"{name}={value}" for name, value in cell)
+
+
+def expand(items: list[EvalItem], axes: tuple[Axis, ...]) -> list[EvalItem]:
+    """One item per (item, cell); ids get the cell appended (``dog_00__sagi_end=0.1``)."""
+    if not axes:
+        return items
+    return [replace(item, id=safe_id(item.id + "__" + "__".join(f"{n}={v}" for n, v in cell)), sweep=cell,
+                    group=item.id)
+            for item in items for cell in cells(axes)]
