@@ -21,8 +21,10 @@ class ModelFiles:
 
 
 CHECKPOINT = ModelFiles("checkpoints", "v1-5-pruned-emaonly.safetensors", (), "any Stable Diffusion 1.5 checkpoint")
+SDXL_CHECKPOINT = ModelFiles("checkpoints", "sd_xl_base_1.0.safetensors", (),
+                             "any SDXL-family checkpoint: SDXL, SSD-1B, Segmind Vega, KOALA (the SDXL workflow)")
 SAM = ModelFiles("sams", "sam_vit_h_4b8939.pth", ("sam_vit_l_0b3195.pth", "sam_vit_b_01ec64.pth"),
                  "Meta's segment-anything release")
 GROUNDING_DINO = ModelFiles("grounding-dino", "groundingdino_swint_ogc.pth", ("groundingdino_swinb_cogcoor.pth",),
                             "IDEA-Research's GroundingDINO release")
-EXPECTED_MODELS = (CHECKPOINT, SAM, GROUNDING_DINO)
+EXPECTED_MODELS = (CHECKPOINT, SDXL_CHECKPOINT, SAM, GROUNDING_DINO)

@@ -1,7 +1,9 @@
 """MCA-Ctrl cost against the plain ComfyUI floor, in one process (`make bench`).
 
-Full-size random-weight SD1.5 UNet (fp32 on CPU, fp16 on a GPU). Each figure is the median of
---repeats runs after one warm-up. Peak memory: RSS above the phase's start on CPU (sampled every
+Full-size random-weight UNets (fp32 on CPU, fp16 on a GPU): SD1.5, and the SDXL family's smallest
+architecture, Segmind Vega (SDXL's 2048-d text context and pooled-text ADM input; for it only the batch-3
+sampling ratios are measured). Each figure is the median of --repeats runs after one warm-up; plain
+and MCA sampling take their runs in turn, so that a shared machine's changing load falls on both alike. Peak memory: RSS above the phase's start on CPU (sampled every
 5 ms), torch.cuda.max_memory_allocated on a GPU. Prints a table and writes JSON.
 """
 from __future__ import annotations
@@ -15,7 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import torch
@@ -65,43 +69,106 @@ class PeakMemory:
             self.used = self.peak - self.base
 
 
+def _timed(fn, device: torch.device) -> tuple[float, int, int]:
+    """One run of ``fn``: seconds, peak bytes above the start, absolute peak bytes."""
+    with PeakMemory(device) as memory:
+        started = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+    return seconds, memory.used, memory.peak
+
+
+def _summary(runs: list[tuple[float, int, int]]) -> dict:
+    return {"seconds": statistics.median(run[0] for run in runs), "peak_bytes": max(run[1] for run in runs),
+            "peak_total_bytes": max(run[2] for run in runs)}
+
+
 def measure(fn, repeats: int, device: torch.device) -> dict:
     fn()  # warm-up
-    times, used, peaks = [], [], []
+    return _summary([_timed(fn, device) for _ in range(repeats)])
+
+
+def measure_interleaved(fns: dict, repeats: int, device: torch.device) -> dict:
+    """Like ``measure`` for each of ``fns``, their runs taken in turn (A B A B ...), so that a change of load
+    on a shared machine falls on both sides of a ratio alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    runs: dict = {name: [] for name in fns}
     for _ in range(repeats):
-        with PeakMemory(device) as memory:
-            started = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-        used.append(memory.used)
-        peaks.append(memory.peak)
-    return {"seconds": statistics.median(times), "peak_bytes": max(used), "peak_total_bytes": max(peaks)}
+        for name, fn in fns.items():
+            runs[name].append(_timed(fn, device))
+    return {name: _summary(taken) for name, taken in runs.items()}
 
 
-def prompt(dim: int, seed: int, device, dtype) -> list:
+@dataclass(frozen=True)
+class Family:
+    """A UNet family the bench measures: how to build it, its text conditioning, its sizes, what is measured."""
+
+    title: str
+    build: Callable[[torch.dtype], object]
+    context_dim: int
+    pooled_dim: int | None  # SDXL family: the pooled text embedding in its ADM input
+    cpu_sizes: tuple[int, ...]
+    gpu_sizes: tuple[int, ...]
+    ratios_only: bool  # only plain batch-3 vs MCA sampling (no inversion, pipeline or single-forward figures)
+
+
+FAMILIES = {
+    "sd15": Family("SD1.5", lambda dtype: random_models.sd15_model(seed=1, dtype=dtype), 768, None,
+                   (64, 128, 256), (64, 128, 256, 512), ratios_only=False),
+    "vega": Family("SDXL family (Segmind Vega)", lambda dtype: random_models.vega_model(seed=1, dtype=dtype), 2048,
+                   1280, (64,), (1024,), ratios_only=True),
+}
+
+
+def prompt(family: Family, seed: int) -> list:
+    """A CONDITIONING of random text tokens (and a pooled output where the family takes one)."""
     generator = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, 77, dim, generator=generator).to(device, dtype), {}]]
+    text = torch.randn(1, 77, family.context_dim, generator=generator)
+    pooled = {} if family.pooled_dim is None else {
+        "pooled_output": torch.randn(1, family.pooled_dim, generator=generator)}
+    return [[text, pooled]]
 
 
-def build(args):
+def batch_prompt(rows: list[list]) -> list:
+    """One CONDITIONING entry whose rows are the given prompts (the plain ComfyUI batch-3 floor)."""
+    text = torch.cat([row[0][0] for row in rows])
+    pooled = [row[0][1]["pooled_output"] for row in rows if "pooled_output" in row[0][1]]
+    return [[text, {"pooled_output": torch.cat(pooled)} if pooled else {}]]
+
+
+def adm_input(family: Family, batch: int, device, dtype) -> torch.Tensor | None:
+    """The UNet's ADM input ``y`` (SDXL family: pooled text + six size/crop embeddings), random."""
+    if family.pooled_dim is None:
+        return None
+    return torch.randn(batch, family.pooled_dim + random_models.SDXL_ADM_EXTRA).to(device, dtype)
+
+
+def runtime() -> tuple[dict, torch.device, torch.dtype]:
+    """ComfyUI booted; the pack's modules the bench drives, the device and the dtype it runs in."""
     comfy_host.boot_comfy()
     import comfy.model_management
 
     device = comfy.model_management.get_torch_device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    model = random_models.sd15_model(seed=1, dtype=dtype)
+    mods = {name: importlib.import_module(f"mca_ctrl.{name}") for name in
+            ("nodes.sampler", "nodes.ddim_invert", "nodes.common", "mca_attention.comfy_patch",
+             "mca_attention.schedule", "mca_attention.tasks", "mca_attention.run", "mca_attention.attention",
+             "mca_attention.masks")}
+    return mods, device, dtype
+
+
+def build(family: Family, device: torch.device, dtype: torch.dtype):
+    """The family's random UNet as a ModelPatcher that loads onto ``device``."""
+    model = family.build(dtype)
     if device.type == "cuda":
         import comfy.model_patcher
 
         model = comfy.model_patcher.ModelPatcher(model.model, load_device=device,
                                                  offload_device=torch.device("cpu"))
-    mods = {name: importlib.import_module(f"mca_ctrl.{name}") for name in
-            ("nodes.sampler", "nodes.ddim_invert", "nodes.common", "mca_attention.comfy_patch",
-             "mca_attention.schedule", "mca_attention.tasks", "mca_attention.run", "mca_attention.attention",
-             "mca_attention.masks")}
-    return model, mods, device, dtype
+    return model
 
 
 def square(size: int, start: float, stop: float) -> torch.Tensor:
@@ -110,7 +177,7 @@ def square(size: int, start: float, stop: float) -> torch.Tensor:
     return mask
 
 
-def bench_sampling(model, mods, device, dtype, size: int, steps: int, repeats: int) -> dict:
+def bench_sampling(family: Family, model, mods, device, size: int, steps: int, repeats: int) -> dict:
     import comfy.sample
 
     latent_size = size // 8
@@ -119,12 +186,12 @@ def bench_sampling(model, mods, device, dtype, size: int, steps: int, repeats: i
     patch = mods["mca_attention.comfy_patch"].patch_model(
         model, swap, swap.schedule, square(size, 0.25, 0.75), square(size, 0.125, 0.625))
     sigmas = common.schedule_sigmas(model, steps, None)
-    empty = prompt(768, 0, "cpu", torch.float32)
+    empty = prompt(family, 0)
     images = [torch.randn(1, 4, latent_size, latent_size, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
     subject, condition = (invert.invert_latent(model, image, empty, empty, 1.0, sigmas) for image in images)
-    rows = [prompt(768, s, "cpu", torch.float32) for s in (3, 4, 5)]
-    negative = prompt(768, 6, "cpu", torch.float32)
-    batch3 = [[torch.cat([p[0][0] for p in rows]), {}]]
+    rows = [prompt(family, s) for s in (3, 4, 5)]
+    negative = prompt(family, 6)
+    batch3 = batch_prompt(rows)
     zeros = torch.zeros(3, 4, latent_size, latent_size)
     noise = comfy.sample.prepare_noise(zeros, 0)
 
@@ -144,16 +211,19 @@ def bench_sampling(model, mods, device, dtype, size: int, steps: int, repeats: i
             invert.invert_latent(model, image, empty, empty, 1.0, sigmas)
         mca()
 
-    results = {"plain_batch3": measure(plain, repeats, device), "mca_sampler": measure(mca, repeats, device),
-               "invert2_skip_cfg": measure(inversions(True), repeats, device),
-               "invert2_forced_cfg": measure(inversions(False), repeats, device)}
+    results = measure_interleaved({"plain_batch3": plain, "mca_sampler": mca}, repeats, device)
+    if family.ratios_only:
+        return results
+    results.update(invert2_skip_cfg=measure(inversions(True), repeats, device),
+                   invert2_forced_cfg=measure(inversions(False), repeats, device))
     if size == 64:
         results["swap_pipeline"] = measure(swap_pipeline, repeats, device)
     return results
 
 
-def bench_unet_forward(model, mods, device, dtype, size: int, repeats: int) -> dict:
-    """One UNet forward of batch 6 (3 rows x cond/uncond): plain, SALQ-step and SAGI-step."""
+def bench_unet_forward(family: Family, model, mods, device, dtype, size: int, repeats: int) -> dict:
+    """One UNet forward of batch 6 (3 rows x cond/uncond): plain, SALQ-step (from the family's preset site)
+    and SAGI-step."""
     schedule_module, run_module = mods["mca_attention.schedule"], mods["mca_attention.run"]
     swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
     run = run_module.MCARun(total_steps=1)
@@ -161,12 +231,13 @@ def bench_unet_forward(model, mods, device, dtype, size: int, repeats: int) -> d
     unet = model.model.diffusion_model.to(device)
     x = torch.randn(6, 4, latent_size, latent_size).to(device, dtype)
     t = torch.full((6,), 500.0, device=device)
-    context = torch.randn(6, 77, 768).to(device, dtype)
+    context = torch.randn(6, 77, family.context_dim).to(device, dtype)
+    y = adm_input(family, 6, device, dtype)
     sigmas = torch.tensor([10.0, 5.0, 1.0, 0.0], device=device)
     figures = {}
     for name, schedule in (("plain", None),
-                           ("salq_step", schedule_module.MCASchedule(0.0, 0.0, 0.0, 1.0, 9)),
-                           ("sagi_step", schedule_module.MCASchedule(0.0, 1.0, 0.0, 1.0, 9))):
+                           ("salq_step", schedule_module.MCASchedule(0.0, 0.0, 0.0, 1.0, None)),
+                           ("sagi_step", schedule_module.MCASchedule(0.0, 1.0, 0.0, 1.0, None))):
         options = {"cond_or_uncond": [1, 0], "sigmas": sigmas[1:2].repeat(6), "sample_sigmas": sigmas,
                    "original_shape": list(x.shape), run_module.RUN_KEY: run_module.RunStep(run, 0)}
         if schedule is not None:
@@ -174,7 +245,7 @@ def bench_unet_forward(model, mods, device, dtype, size: int, repeats: int) -> d
                 model, swap, schedule, square(size, 0.25, 0.75), square(size, 0.125, 0.625))
             options.update(patched.model_options["transformer_options"])
         with torch.inference_mode():
-            figures[name] = measure(lambda opts=options: unet(x, t, context=context, transformer_options=opts),
+            figures[name] = measure(lambda opts=options: unet(x, t, context=context, y=y, transformer_options=opts),
                                     repeats, device)
     return figures
 
@@ -223,9 +294,24 @@ def site_in_subprocess(variant: str, repeats: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def bench_family(family: Family, mods: dict, device: torch.device, dtype: torch.dtype, args) -> dict:
+    """Every figure of one family at each of its sizes."""
+    model = build(family, device, dtype)
+    sizes = args.sizes or (family.gpu_sizes if device.type == "cuda" else family.cpu_sizes)
+    report = {"title": family.title, "sizes": {}}
+    for size in sizes:
+        figures = bench_sampling(family, model, mods, device, size, args.steps, args.repeats)
+        if not family.ratios_only:
+            figures["unet_forward_batch6"] = bench_unet_forward(family, model, mods, device, dtype, size, args.repeats)
+        report["sizes"][size] = figures
+        print(f"-- {family.title}: {size} px done", flush=True)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes in px")
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes in px (every family)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "bench_mca.json")
@@ -235,24 +321,37 @@ def main() -> None:
         print(json.dumps(bench_site(args.site, args.repeats)))
         return
 
-    model, mods, device, dtype = build(args)
+    mods, device, dtype = runtime()
     on_gpu = device.type == "cuda"
-    sizes = args.sizes or ([64, 128, 256, 512] if on_gpu else [64, 128, 256])
-    steps = args.steps or (50 if on_gpu else 5)
+    args.steps = args.steps or (50 if on_gpu else 5)
     report = {"machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
                          f"{torch.cuda.get_device_name() if on_gpu else 'CPU'}",
-              "torch": torch.__version__, "dtype": str(dtype), "steps": steps, "repeats": args.repeats,
+              "torch": torch.__version__, "dtype": str(dtype), "steps": args.steps, "repeats": args.repeats,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                       cwd=REPO).stdout.strip(), "sizes": {}}
-    for size in sizes:
-        figures = bench_sampling(model, mods, device, dtype, size, steps, args.repeats)
-        figures["unet_forward_batch6"] = bench_unet_forward(model, mods, device, dtype, size, args.repeats)
-        report["sizes"][size] = figures
-        print(f"-- {size} px done", flush=True)
+                                       cwd=REPO).stdout.strip(),
+              "families": {name: bench_family(FAMILIES[name], mods, device, dtype, args) for name in args.families}}
     report["site_64x64"] = {variant: site_in_subprocess(variant, args.repeats) for variant in ("ours", "dense")}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print_table(report)
+
+
+def _ratio_columns(f: dict) -> str:
+    """Plain batch-3 and MCA sampling: seconds, time ratio, peak memory ratio, deltas above the start."""
+    mib = 1024 ** 2
+    plain, mca = f["plain_batch3"], f["mca_sampler"]
+    return (f"{plain['seconds']:>10.2f} {mca['seconds']:>8.2f} {mca['seconds'] / plain['seconds']:>6.3f} "
+            f"{mca['peak_total_bytes'] / plain['peak_total_bytes']:>9.3f} "
+            f"{plain['peak_bytes'] / mib:>5.0f}/{mca['peak_bytes'] / mib:<5.0f}")
+
+
+def _other_columns(f: dict) -> str:
+    """Inversion skip-CFG vs forced CFG, and single batch-6 UNet forwards (where measured)."""
+    if "invert2_skip_cfg" not in f:
+        return ""
+    skip, forced, fwd = f["invert2_skip_cfg"]["seconds"], f["invert2_forced_cfg"]["seconds"], f["unet_forward_batch6"]
+    return (f" {skip:>10.2f} {forced:>9.2f} {skip / forced:>6.3f} "
+            f"{fwd['plain']['seconds']:>9.3f} {fwd['salq_step']['seconds']:>9.3f} {fwd['sagi_step']['seconds']:>9.3f}")
 
 
 def print_table(report: dict) -> None:
@@ -263,19 +362,13 @@ def print_table(report: dict) -> None:
           "delta MiB: peak above the phase's start")
     print(f"{'size':>5} {'plain b3 s':>10} {'MCA s':>8} {'ratio':>6} {'mem ratio':>9} {'delta MiB':>11} "
           f"{'inv skip s':>10} {'inv cfg s':>9} {'ratio':>6} {'fwd plain':>9} {'fwd SALQ':>9} {'fwd SAGI':>9}")
-    for size, f in report["sizes"].items():
-        plain, mca = f["plain_batch3"], f["mca_sampler"]
-        fwd = f["unet_forward_batch6"]
-        print(f"{size:>5} {plain['seconds']:>10.2f} {mca['seconds']:>8.2f} {mca['seconds'] / plain['seconds']:>6.3f} "
-              f"{mca['peak_total_bytes'] / plain['peak_total_bytes']:>9.3f} "
-              f"{plain['peak_bytes'] / mib:>5.0f}/{mca['peak_bytes'] / mib:<5.0f} "
-              f"{f['invert2_skip_cfg']['seconds']:>10.2f} "
-              f"{f['invert2_forced_cfg']['seconds']:>9.2f} "
-              f"{f['invert2_skip_cfg']['seconds'] / f['invert2_forced_cfg']['seconds']:>6.3f} "
-              f"{fwd['plain']['seconds']:>9.3f} {fwd['salq_step']['seconds']:>9.3f} {fwd['sagi_step']['seconds']:>9.3f}")
-        if "swap_pipeline" in f:
-            print(f"      swap pipeline (2 inversions + MCA sampling): {f['swap_pipeline']['seconds']:.2f} s "
-                  f"vs plain batch-3 sampling {plain['seconds']:.2f} s")
+    for family in report["families"].values():
+        print(family["title"])
+        for size, f in family["sizes"].items():
+            print(f"{size:>5} {_ratio_columns(f)}{_other_columns(f)}")
+            if "swap_pipeline" in f:
+                print(f"      swap pipeline (2 inversions + MCA sampling): {f['swap_pipeline']['seconds']:.2f} s "
+                      f"vs plain batch-3 sampling {f['plain_batch3']['seconds']:.2f} s")
     site = report["site_64x64"]
     print(f"site 64x64 tokens, SALQ: ours {site['ours']['seconds'] * 1000:.1f} ms / "
           f"{site['ours']['peak_bytes'] / mib:.0f} MiB; dense {site['dense']['seconds'] * 1000:.1f} ms / "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,116 +25,145 @@ from mca_ctrl import model_files  # noqa: E402
 from workflow_builder import Graph, to_api, to_ui  # noqa: E402
 
 WORKFLOWS = REPO / "example_workflows"
-CHECKPOINT = model_files.CHECKPOINT.default
 SAM = model_files.SAM.default
 DINO = model_files.GROUNDING_DINO.default
-SIZE, STEPS, SEED = 512, 50, 42
-
-MODELS_NOTE = (
-    "MODELS (nothing is downloaded for you)\n"
-    + "".join(f"- models/{m.folder}/{m.describe()}\n" for m in model_files.EXPECTED_MODELS) +
-    "Example images: copy example_workflows/input/*.png into ComfyUI/input (make run does it).\n\n")
+STEPS, SEED = 50, 42
+GROUPS = ("Models", "Masks", "Inversion", "MCA", "Output")  # left to right, the order a newcomer reads
 
 
-def _common(graph: Graph, subject_image: str, subject_phrase: str):
+@dataclass(frozen=True)
+class Base:
+    """The base model a workflow is made for: its checkpoint file and its native image size."""
+
+    checkpoint: model_files.ModelFiles
+    size: int
+
+
+SD15 = Base(model_files.CHECKPOINT, 512)
+SDXL = Base(model_files.SDXL_CHECKPOINT, 1024)
+
+
+def models_note(base: Base) -> str:
+    """The note's first paragraph: which model files go where."""
+    models = (base.checkpoint, model_files.SAM, model_files.GROUNDING_DINO)
+    return ("MODELS (nothing is downloaded for you)\n" + "".join(f"- models/{m.folder}/{m.describe()}\n" for m in models)
+            + "Example images: copy example_workflows/input/*.png into ComfyUI/input (make run does it).\n"
+            "Read the groups left to right: Models > Masks > Inversion > MCA > Output.\n\n")
+
+
+def _common(graph: Graph, base: Base, subject_image: str, subject_phrase: str):
     """Checkpoint, SLM models, the subject image inverted and masked."""
-    ckpt = graph.add("CheckpointLoaderSimple", 0, 0, ckpt_name=CHECKPOINT)
-    sam = graph.add("MCA_SAMLoader", 0, 1, model_name=SAM, device="auto")
-    dino = graph.add("MCA_GroundingDINOLoader", 0, 2, model_name=DINO, device="auto")
-    empty = graph.add("CLIPTextEncode", 1, 0, "Inversion prompt (empty)", clip=ckpt.out(1), text="")
-    subject = _image(graph, subject_image, 1, 1, "Subject image")
-    subject_latent = graph.add("VAEEncode", 2, 1, pixels=subject.out(), vae=ckpt.out(2))
-    inverted = graph.add("MCA_DDIMInvert", 3, 2, "Invert subject", model=ckpt.out(), latent=subject_latent.out(),
-                         positive=empty.out(), steps=STEPS, cfg=1.0)
-    mask = graph.add("MCA_SLMMask", 2, 2, "Subject mask", sam_model=sam.out(), grounding_dino_model=dino.out(),
+    ckpt = graph.add("CheckpointLoaderSimple", "Models", 0, ckpt_name=base.checkpoint.default)
+    sam = graph.add("MCA_SAMLoader", "Models", 0, model_name=SAM, device="auto")
+    dino = graph.add("MCA_GroundingDINOLoader", "Models", 0, model_name=DINO, device="auto")
+    subject = _image(graph, base, subject_image, "Subject image")
+    mask = graph.add("MCA_SLMMask", "Masks", 2, "Subject mask", sam_model=sam.out(), grounding_dino_model=dino.out(),
                      image=subject.out(), phrase=subject_phrase, box_threshold=0.3, text_threshold=0.25,
                      dilation=0, if_nothing_found="error", detection_size=800)
+    empty = graph.add("CLIPTextEncode", "Inversion", 0, "Inversion prompt (empty)", clip=ckpt.out(1), text="")
+    inverted = _inverted(graph, ckpt, empty, subject, "subject")
     return ckpt, sam, dino, empty, inverted, mask
 
 
-def _image(graph: Graph, name: str, column: int, row: int, title: str):
-    loaded = graph.add("LoadImage", column - 1 if column else 0, row + 2, title, image=name)
-    return graph.add("ImageScale", column, row + 2, f"{title} {SIZE} px", image=loaded.out(),
-                     upscale_method="lanczos", width=SIZE, height=SIZE, crop="center")
+def _image(graph: Graph, base: Base, name: str, title: str):
+    loaded = graph.add("LoadImage", "Masks", 0, title, image=name)
+    return graph.add("ImageScale", "Masks", 1, f"{title} {base.size} px", image=loaded.out(),
+                     upscale_method="lanczos", width=base.size, height=base.size, crop="center")
+
+
+def _inverted(graph: Graph, ckpt, empty, pixels, role: str):
+    """The image VAE-encoded, then inverted by MCA DDIM Invert (its trajectory rides on the LATENT)."""
+    latent = graph.add("VAEEncode", "Inversion", 0, pixels=pixels.out(), vae=ckpt.out(2))
+    return graph.add("MCA_DDIMInvert", "Inversion", 1, f"Invert {role}", model=ckpt.out(), latent=latent.out(),
+                     positive=empty.out(), steps=STEPS, cfg=1.0)
 
 
 def _finish(graph: Graph, ckpt, patched, prompts: dict, subject, condition, task: str):
-    encoded = {role: graph.add("CLIPTextEncode", 4, row, f"{role.title()} prompt", clip=ckpt.out(1), text=text)
-               for row, (role, text) in enumerate(prompts.items())}
-    sampler = graph.add("MCA_Sampler", 5, 1, model=patched.out(), condition_prompt=encoded["condition"].out(),
+    encoded = {role: graph.add("CLIPTextEncode", "MCA", 0, f"{role.title()} prompt", clip=ckpt.out(1), text=text)
+               for role, text in prompts.items()}
+    sampler = graph.add("MCA_Sampler", "MCA", 1, model=patched.out(), condition_prompt=encoded["condition"].out(),
                         subject_prompt=encoded["subject"].out(), target_prompt=encoded["target"].out(),
                         negative=encoded["negative"].out(), subject=subject.out(), condition=condition.out(),
                         seed=SEED, cfg=7.5, local_blend=True)
-    decoded = graph.add("VAEDecode", 6, 1, samples=sampler.out(), vae=ckpt.out(2))
-    graph.add("SaveImage", 7, 1, images=decoded.out(), filename_prefix=f"mca_{task}")
+    decoded = graph.add("VAEDecode", "Output", 0, samples=sampler.out(), vae=ckpt.out(2))
+    graph.add("SaveImage", "Output", 0, images=decoded.out(), filename_prefix=f"mca_{task}")
 
 
 def generation() -> Graph:
-    graph = Graph()
-    ckpt, _, _, _, inverted, mask = _common(graph, "mca_example_cat.png", "the cat")
+    graph = Graph(GROUPS)
+    ckpt, _, _, _, inverted, mask = _common(graph, SD15, "mca_example_cat.png", "the cat")
     target_text = "a photo of a cat on the beach"
-    condition = graph.add("EmptyLatentImage", 3, 3, "Output size", width=SIZE, height=SIZE, batch_size=1)
-    patched = graph.add("MCA_AttentionPatch", 3, 0, model=ckpt.out(), subject_mask=mask.out(), preset="generation",
-                        clip=ckpt.out(1), target_text=target_text, subject_words="cat")
+    condition = graph.add("EmptyLatentImage", "Inversion", 1, "Output size", width=SD15.size, height=SD15.size,
+                          batch_size=1)
+    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.out(), subject_mask=mask.out(),
+                        preset="generation", clip=ckpt.out(1), target_text=target_text, subject_words="cat")
     _finish(graph, ckpt, patched, {"condition": "a photo of a cat", "subject": "a photo of a cat",
                                    "target": target_text, "negative": ""}, inverted, condition, "generation")
-    graph.note(MODELS_NOTE + "GENERATION: the cat from the subject image, in a new scene.\n"
+    graph.note(models_note(SD15) + "GENERATION: the cat from the subject image, in a new scene.\n"
                "- Subject mask: SLM finds 'the cat' in the subject image.\n"
                "- MCA Attention Patch (preset generation): the edit region comes from the target's "
                "cross-attention to 'cat' (subject_words; keep target_text equal to the Target prompt), or "
                "connect a drawn layout mask as edit_mask.\n"
-               "- Steps must be equal on MCA DDIM Invert and MCA Sampler.", 6, 3)
+               "- Output size: an Empty Latent Image stands in for the condition image.")
     return graph
 
 
-def _edit(condition_image: str, target_text: str, condition_text: str) -> tuple[Graph, object, object]:
-    graph = Graph()
-    ckpt, sam, dino, empty, inverted, subject_mask = _common(graph, "mca_example_cat.png", "the cat")
-    condition_pixels = _image(graph, condition_image, 1, 3, "Condition image")
-    condition_latent = graph.add("VAEEncode", 2, 4, pixels=condition_pixels.out(), vae=ckpt.out(2))
-    condition = graph.add("MCA_DDIMInvert", 3, 4, "Invert condition", model=ckpt.out(),
-                          latent=condition_latent.out(), positive=empty.out(), steps=STEPS, cfg=1.0)
+def _edit(base: Base, condition_image: str, target_text: str, condition_text: str) -> tuple[Graph, tuple, dict]:
+    graph = Graph(GROUPS)
+    ckpt, sam, dino, empty, inverted, subject_mask = _common(graph, base, "mca_example_cat.png", "the cat")
+    condition_pixels = _image(graph, base, condition_image, "Condition image")
+    condition = _inverted(graph, ckpt, empty, condition_pixels, "condition")
     return graph, (ckpt, sam, dino, inverted, subject_mask, condition_pixels, condition), {
         "condition": condition_text, "subject": "a photo of a cat", "target": target_text, "negative": ""}
 
 
-def swap() -> Graph:
+def swap(base: Base = SD15) -> Graph:
     graph, (ckpt, sam, dino, inverted, subject_mask, pixels, condition), prompts = _edit(
-        "mca_example_coffee.png", "a photo of a cat on a saucer", "a photo of a cup on a saucer")
-    edit_mask = graph.add("MCA_SLMMask", 2, 5, "Edit mask (object to replace)", sam_model=sam.out(),
+        base, "mca_example_coffee.png", "a photo of a cat on a saucer", "a photo of a cup on a saucer")
+    dilation = 5 * base.size // SD15.size  # the paper's 5 (3x3) at 512 px, the same reach at other sizes
+    edit_mask = graph.add("MCA_SLMMask", "Masks", 2, "Edit mask (object to replace)", sam_model=sam.out(),
                           grounding_dino_model=dino.out(), image=pixels.out(), phrase="the cup", box_threshold=0.3,
-                          text_threshold=0.25, dilation=5, if_nothing_found="error", detection_size=800)
-    patched = graph.add("MCA_AttentionPatch", 3, 0, model=ckpt.out(), subject_mask=subject_mask.out(),
+                          text_threshold=0.25, dilation=dilation, if_nothing_found="error", detection_size=800)
+    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.out(), subject_mask=subject_mask.out(),
                         preset="swap", edit_mask=edit_mask.out())  # schedule widgets: -1 = the preset
-    _finish(graph, ckpt, patched, prompts, inverted, condition, "swap")
-    graph.note(MODELS_NOTE + "SWAP: the cup in the condition image becomes the cat of the subject image.\n"
-               "- Edit mask: SLM finds 'the cup', dilated 5 times (3x3), as in the paper's notebook.\n"
+    _finish(graph, ckpt, patched, prompts, inverted, condition, "swap" if base is SD15 else "swap_sdxl")
+    graph.note(models_note(base) + "SWAP: the cup in the condition image becomes the cat of the subject image.\n"
+               f"- Images are scaled to {base.size} px, the model's native size.\n"
+               f"- Edit mask: SLM finds 'the cup', dilated {dilation} times (3x3; the paper's notebook uses 5 "
+               "at 512 px).\n"
                "- MCA Sampler keeps the condition image outside the edit mask (local_blend).\n"
-               "- Both inversions use the same steps; the sampler takes its steps from them.", 6, 3)
+               "- Both inversions use the same steps; the sampler takes its steps from them."
+               + ("" if base is SD15 else SDXL_NOTE))
     return graph
+
+
+SDXL_NOTE = ("\n\nSDXL FAMILY: the same MCA nodes serve SDXL base and its distilled variants (SSD-1B, Segmind "
+             "Vega, KOALA); put any of them in the checkpoint loader. CLIPTextEncode encodes with SDXL's two text "
+             "encoders (each row gets its own pooled output). Layer_LQ (salq_layers) is a fraction of the "
+             "model's self-attention sites, so the preset means the same on every family.")
 
 
 def add() -> Graph:
     graph, (ckpt, _, _, inverted, subject_mask, _, condition), prompts = _edit(
-        "mca_example_astronaut.png", "a photo of an astronaut with a cat", "a photo of an astronaut")
-    canvas = graph.add("SolidMask", 1, 6, "Empty region canvas", value=0.0, width=SIZE, height=SIZE)
-    box = graph.add("SolidMask", 1, 7, "Region box size", value=1.0, width=192, height=192)
-    region = graph.add("MaskComposite", 2, 6, "Where to add (box)", destination=canvas.out(), source=box.out(),
+        SD15, "mca_example_astronaut.png", "a photo of an astronaut with a cat", "a photo of an astronaut")
+    canvas = graph.add("SolidMask", "Masks", 0, "Empty region canvas", value=0.0, width=SD15.size, height=SD15.size)
+    box = graph.add("SolidMask", "Masks", 0, "Region box size", value=1.0, width=192, height=192)
+    region = graph.add("MaskComposite", "Masks", 1, "Where to add (box)", destination=canvas.out(), source=box.out(),
                        x=300, y=300, operation="add")
-    edit_mask = graph.add("GrowMask", 2, 7, "Edit mask (region dilated)", mask=region.out(), expand=5,
+    edit_mask = graph.add("GrowMask", "Masks", 1, "Edit mask (region dilated)", mask=region.out(), expand=5,
                           tapered_corners=False)
-    patched = graph.add("MCA_AttentionPatch", 3, 0, model=ckpt.out(), subject_mask=subject_mask.out(),
+    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.out(), subject_mask=subject_mask.out(),
                         preset="add", edit_mask=edit_mask.out())
     _finish(graph, ckpt, patched, prompts, inverted, condition, "add")
-    graph.note(MODELS_NOTE + "ADD: the cat of the subject image is added inside a box of the condition image.\n"
+    graph.note(models_note(SD15) + "ADD: the cat of the subject image is added inside a box of the condition image.\n"
                "- The box: MaskComposite places a 192 px square at x=300, y=300 (change x, y and the size), "
                "or draw a mask on the condition image (right click > Open in MaskEditor) and connect "
                "LoadImage's MASK to GrowMask's mask input instead.\n"
-               "- GrowMask dilates the region by 5 px (3x3 steps) and it becomes the edit mask.", 6, 3)
+               "- GrowMask dilates the region by 5 px (3x3 steps) and it becomes the edit mask.")
     return graph
 
 
-TASKS = {"mca_generation": generation, "mca_swap": swap, "mca_add": add}
+TASKS = {"mca_generation": generation, "mca_swap": swap, "mca_add": add, "mca_swap_sdxl": partial(swap, SDXL)}
 
 
 def render(object_info: dict) -> dict[Path, str]:

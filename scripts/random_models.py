@@ -5,6 +5,7 @@ ComfyUI leaves weights uninitialised (NaN or garbage), so every builder here ini
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -136,6 +137,7 @@ def tiny_family_model(family: str, seed: int = 0, v_prediction: bool = False):
     if family in SDXL_FAMILY:
         config.update(adm_in_channels=TINY_POOLED_DIM + SDXL_ADM_EXTRA, num_classes="sequential")
     model_config = getattr(comfy.supported_models, family)(config)
+    model_config.unet_config.update(num_heads=-1, num_head_channels=8)  # the class forces 64-d heads: shrink them
     model_config.set_inference_dtype(torch.float32, None)
     model_type = comfy.model_base.ModelType.V_PREDICTION if v_prediction else comfy.model_base.ModelType.EPS
     model_class = comfy.model_base.SDXL if family in SDXL_FAMILY else comfy.model_base.BaseModel
@@ -166,3 +168,75 @@ def tiny_dit_model(seed: int = 0):
     model = comfy.model_base.SD3(model_config, device=torch.device("cpu"))
     init_weights(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+RANDOM_VEGA_CHECKPOINT = "vega_random_v1_fp16.safetensors"  # bump when the recipe changes
+SD_VAE_CONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                 "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def vega_unet_config(dtype: torch.dtype = torch.float32) -> dict:
+    """Segmind Vega's full UNet config, as ComfyUI's ``model_detection`` holds it (the smallest SDXL family)."""
+    config = dict(FAMILY_LAYOUTS["Segmind_Vega"], in_channels=4, out_channels=4, model_channels=320,
+                  use_spatial_transformer=True, legacy=False, image_size=32, use_checkpoint=False,
+                  use_temporal_attention=False, use_temporal_resblock=False, use_linear_in_transformer=True,
+                  num_classes="sequential", adm_in_channels=2816, context_dim=2048, num_head_channels=64, dtype=dtype)
+    return config
+
+
+def vega_model(seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A ModelPatcher around a full-size random Segmind Vega UNet (ComfyUI's ``Segmind_Vega`` class, eps)."""
+    comfy_host.boot_comfy()
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    model_config = comfy.supported_models.Segmind_Vega(vega_unet_config(dtype))
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({}, device=torch.device("cpu"))
+    init_weights(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def random_text_encoders(model_patcher, seed: int, dtype: torch.dtype = torch.float16):
+    """The text encoder(s) the model's family uses (its ``clip_target``), with random weights."""
+    import comfy.sd
+
+    clip = comfy.sd.CLIP(target=model_patcher.model.model_config.clip_target(), model_options={"dtype": dtype})
+    init_weights(clip.cond_stage_model, seed=seed)
+    return clip
+
+
+def random_sd_vae(seed: int):
+    """A random VAE of the SD1.x / SDXL architecture (both families share it; the scale is the model's)."""
+    import comfy.ldm.models.autoencoder
+    import comfy.sd
+
+    vae_model = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=SD_VAE_CONFIG, embed_dim=4)
+    init_weights(vae_model, seed=seed)
+    return comfy.sd.VAE(sd=vae_model.state_dict())
+
+
+def cached_file(name: str, write: Callable[[Path], None]) -> Path:
+    """``CACHE_DIR / name``, written once per machine by ``write`` (to a partial file, then renamed)."""
+    path = CACHE_DIR / name
+    if not path.exists():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        write(partial)
+        os.replace(partial, path)
+    return path
+
+
+def _write_vega_checkpoint(path: Path) -> None:
+    comfy_host.boot_comfy()
+    import comfy.sd
+
+    unet = vega_model(seed=11, dtype=torch.float16)
+    comfy.sd.save_checkpoint(str(path), unet, random_text_encoders(unet, seed=12), random_sd_vae(seed=13))
+
+
+def random_vega_checkpoint() -> Path:
+    """A full-architecture random Segmind Vega checkpoint (UNet + CLIP-L + CLIP-G + VAE, fp16, 3.5 GB, about a
+    minute to build), built once per machine; ``CheckpointLoaderSimple`` detects it as ``Segmind_Vega``, an
+    SDXL-family model (SDXL's text encoders, latent format and ADM input)."""
+    return cached_file(RANDOM_VEGA_CHECKPOINT, _write_vega_checkpoint)

@@ -39,3 +39,9 @@ def comfy_server(tmp_path_factory, random_checkpoint):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def random_vega_checkpoint(pack):
+    """Path of the cached full-architecture random Segmind Vega (SDXL-family) checkpoint."""
+    return random_models.random_vega_checkpoint()

@@ -16,17 +16,25 @@ from slm_models import write_models
 pytestmark = pytest.mark.full
 
 WORKFLOWS = comfy_host.REPO / "example_workflows"
-TASKS = ["mca_generation", "mca_swap", "mca_add"]
+TASKS = ["mca_generation", "mca_swap", "mca_add", "mca_swap_sdxl"]
+SDXL_TASKS = {"mca_swap_sdxl"}
+GROUPS = ["Models", "Masks", "Inversion", "MCA", "Output"]  # left to right
+EXPECTED_GROUP = {"CheckpointLoaderSimple": "Models", "MCA_SAMLoader": "Models", "MCA_GroundingDINOLoader": "Models",
+                  "LoadImage": "Masks", "MCA_SLMMask": "Masks", "GrowMask": "Masks", "VAEEncode": "Inversion",
+                  "MCA_DDIMInvert": "Inversion", "MCA_AttentionPatch": "MCA", "MCA_Sampler": "MCA",
+                  "VAEDecode": "Output", "SaveImage": "Output"}
+TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
 sys.path.insert(0, str(comfy_host.REPO / "scripts"))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, random_checkpoint):
-    """A real ComfyUI with the random SD1.5 checkpoint, tiny SAM / Grounding DINO and the example images."""
+def server(tmp_path_factory, random_checkpoint, random_vega_checkpoint):
+    """A real ComfyUI with the random SD1.5 and Segmind Vega checkpoints, tiny SAM / Grounding DINO and the
+    example images."""
     root = tmp_path_factory.mktemp("workflow_server")
     slm = write_models(root / "slm_models")
     server = comfy_server.ComfyServer(root / "comfy", models={
-        "checkpoints": [random_checkpoint], "sams": [slm["sams"] / "tiny_sam.pth"],
+        "checkpoints": [random_checkpoint, random_vega_checkpoint], "sams": [slm["sams"] / "tiny_sam.pth"],
         "grounding-dino": [slm["grounding-dino"] / "tiny_dino.pth", slm["grounding-dino"] / "tiny_dino.json"]})
     for image in (WORKFLOWS / "input").glob("*.png"):
         shutil.copy(image, root / "comfy" / "input" / image.name)
@@ -81,28 +89,68 @@ def test_ui_and_api_files_agree(server, task):
     assert ui_to_api(ui, server.get("/object_info")) == api
 
 
-def test_workflows_use_the_model_names_users_have():
-    text = "".join((WORKFLOWS / "api" / f"{task}.json").read_text() for task in TASKS)
-    for name in ("v1-5-pruned-emaonly.safetensors", "sam_vit_h_4b8939.pth", "groundingdino_swint_ogc.pth"):
-        assert name in text
+@pytest.mark.parametrize("task", TASKS)
+def test_workflows_use_the_model_names_users_have(task):
+    api = json.loads((WORKFLOWS / "api" / f"{task}.json").read_text())
+    names = {value for node in api.values() for value in node["inputs"].values() if isinstance(value, str)}
+    checkpoint = "sd_xl_base_1.0.safetensors" if task in SDXL_TASKS else "v1-5-pruned-emaonly.safetensors"
+    assert {checkpoint, "sam_vit_h_4b8939.pth", "groundingdino_swint_ogc.pth"} <= names
+    size = 1024 if task in SDXL_TASKS else 512
+    assert all(node["inputs"]["width"] == size for node in api.values() if node["class_type"] == "ImageScale")
+
+
+def groups_holding(box: list[float], groups: list[dict]) -> list[str]:
+    """Titles of the groups whose box holds all of ``box`` ([x, y, w, h], as LiteGraph's bounding)."""
+    x, y, w, h = box
+    return [group["title"] for group in groups
+            if group["box"][0] <= x and x + w <= group["box"][0] + group["box"][2]
+            and group["box"][1] <= y and y + h <= group["box"][1] + group["box"][3]]
+
+
+def assert_laid_out_in_groups(groups: list[dict], nodes: list[dict]) -> None:
+    """Groups titled GROUPS stand left to right without overlapping; every node but the Note lies inside exactly
+    one group's box, the one its kind belongs to. ``groups``: {title, box}; ``nodes``: {type, box}."""
+    assert [group["title"] for group in sorted(groups, key=lambda g: g["box"][0])] == GROUPS
+    for left, right in zip(groups, groups[1:]):
+        assert left["box"][0] + left["box"][2] <= right["box"][0], f"{left['title']} overlaps {right['title']}"
+    for node in nodes:
+        holding = groups_holding(node["box"], groups)
+        if node["type"] == "Note":
+            assert not holding, "the Note stands outside the groups"
+            continue
+        assert len(holding) == 1, f"{node['type']} at {node['box']} is in groups {holding}"
+        assert holding[0] == EXPECTED_GROUP.get(node["type"], holding[0]), f"{node['type']} is in {holding[0]}"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_ui_workflow_reads_left_to_right_in_labelled_groups(task):
+    ui = json.loads((WORKFLOWS / f"{task}.json").read_text())
+    groups = [{"title": group["title"], "box": group["bounding"]} for group in ui["groups"]]
+    nodes = [{"type": node["type"], "box": [node["pos"][0], node["pos"][1] - TITLE_HEIGHT, node["size"][0],
+                                            node["size"][1] + TITLE_HEIGHT]} for node in ui["nodes"]]
+    assert_laid_out_in_groups(groups, nodes)
+    assert all(set(group) >= {"id", "title", "bounding", "color", "font_size", "flags"} for group in ui["groups"])
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_api_workflow_runs_through_run_workflow(server, task, capsys):
     import run_workflow
 
-    overrides = ["CheckpointLoaderSimple.ckpt_name=" + random_models.RANDOM_CHECKPOINT,
+    sdxl = task in SDXL_TASKS
+    steps = 2 if sdxl else 5  # Vega's UNet and CLIP-G are the slow ones on a CPU; test_sdxl_pipeline runs 3
+    checkpoint = random_models.RANDOM_VEGA_CHECKPOINT if sdxl else random_models.RANDOM_CHECKPOINT
+    overrides = ["CheckpointLoaderSimple.ckpt_name=" + checkpoint,
                  "MCA_SAMLoader.model_name=tiny_sam.pth", "MCA_GroundingDINOLoader.model_name=tiny_dino.pth",
                  "ImageScale.width=64", "ImageScale.height=64", "MCA_SLMMask.detection_size=64"]
     if task == "mca_generation":
         overrides += ["EmptyLatentImage.width=64", "EmptyLatentImage.height=64"]
-    args = [str(WORKFLOWS / "api" / f"{task}.json"), "--url", server.url, "--steps", "5", "--seed", "3"]
+    args = [str(WORKFLOWS / "api" / f"{task}.json"), "--url", server.url, "--steps", str(steps), "--seed", "3"]
     for item in overrides:
         args += ["--set", item]
     code = run_workflow.main(args)
     printed = capsys.readouterr()
     assert code == 0, printed.err + server.log()[-3000:]
-    assert "step 5/5" in printed.out, "progress was not shown"
+    assert f"step {steps}/{steps}" in printed.out, "progress was not shown"
     names = [line.rsplit("/", 1)[-1] for line in printed.out.splitlines() if line.startswith("output image:")]
     assert len(names) == 1
     matches = list(server.output_dir.rglob(names[0]))

@@ -8,12 +8,14 @@ import shutil
 import pytest
 
 import comfy_host
-from test_example_workflows import TASKS, WORKFLOWS, server  # noqa: F401  (the module's server fixture)
+from test_example_workflows import TASKS, WORKFLOWS, assert_laid_out_in_groups, server  # noqa: F401  (server: fixture)
 
 pytestmark = pytest.mark.full
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = comfy_host.REPO / "docs" / "images"
+VIEWPORT = {"width": 2600, "height": 1000}  # the graphs are wide: five groups side by side
+CANVAS_TOP = 140  # px below the frontend's menus and floating toolbars
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
@@ -28,9 +30,11 @@ def page(server, tmp_path_factory):  # noqa: F811
 
     # a returning user: no first-run templates dialog over the canvas
     requests.post(f"{server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10).raise_for_status()
+    # and no minimap over the screenshots' lower right corner
+    requests.post(f"{server.url}/settings/Comfy.Minimap.Visible", json=False, timeout=10).raise_for_status()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        context = browser.new_context(viewport={"width": 2100, "height": 1750})
+        context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
         page.goto(server.url, wait_until="domcontentloaded", timeout=120_000)
         page.wait_for_function("() => window.app && window.app.graph && window.app.graph._nodes !== undefined",
@@ -61,11 +65,28 @@ def test_ui_workflow_loads_without_missing_nodes(page, task, tmp_path):
     widgets = page.evaluate("""() => Object.fromEntries(window.app.graph._nodes
         .filter(n => n.type.startsWith('MCA_')).map(n => [n.type, (n.widgets || []).map(w => w.name)]))""")
     assert "seed" in widgets["MCA_Sampler"] and "preset" in widgets["MCA_AttentionPatch"], widgets
-    page.evaluate("""() => { const canvas = window.app.canvas; canvas.ds.scale = 0.65; canvas.ds.offset = [90, 170];
-                            window.app.graph.setDirtyCanvas(true, true); }""")
-    page.wait_for_timeout(500)
+    # the groups as the frontend holds them, and every node's box as the frontend sized it (title bar included)
+    placed = page.evaluate("""() => ({
+        groups: window.app.graph._groups.map(g => ({title: g.title, box: Array.from(g._bounding)})),
+        nodes: window.app.graph._nodes.map(n => ({type: n.type, box: Array.from(n.boundingRect)}))})""")
+    assert_laid_out_in_groups(placed["groups"], placed["nodes"])
+    screenshot(page, task, placed, tmp_path)
+
+
+def screenshot(page, task: str, placed: dict, tmp_path) -> None:
+    """The whole graph fitted into the window, full detail; copied to docs/images with MCA_UPDATE_SCREENSHOTS=1."""
+    boxes = [group["box"] for group in placed["groups"]] + [node["box"] for node in placed["nodes"]]
+    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    width, height = max(b[0] + b[2] for b in boxes) - left, max(b[1] + b[3] for b in boxes) - top
+    scale = min((VIEWPORT["width"] - 120) / width, (VIEWPORT["height"] - 2 * CANVAS_TOP) / height)
+    page.evaluate("""([scale, x, y]) => { const canvas = window.app.canvas; canvas.min_font_size_for_lod = 0;
+                    canvas.ds.scale = scale; canvas.ds.offset = [x, y];
+                    window.app.graph.setDirtyCanvas(true, true); }""",
+                  [scale, 80 / scale - left, (CANVAS_TOP + 10) / scale - top])
+    page.wait_for_timeout(800)
     shot = tmp_path / f"{task}.png"
-    page.screenshot(path=str(shot))
+    page.screenshot(path=str(shot), clip={"x": 60, "y": CANVAS_TOP, "width": width * scale + 40,
+                                          "height": height * scale + 40})
     assert shot.stat().st_size > 10_000
     if os.environ.get("MCA_UPDATE_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,13 @@ def test_task_runs_end_to_end(executor, task):
 
 @pytest.mark.parametrize("task", ["swap", "add"])
 def test_swap_and_add_do_what_mca_must(executor, task):
-    ran = run(executor, mca_task(task, random_models.RANDOM_CHECKPOINT))
+    assert_edit_does_what_mca_must(executor, task, random_models.RANDOM_CHECKPOINT)
+
+
+def assert_edit_does_what_mca_must(executor, task: str, checkpoint: str, steps: int = 5):
+    """Swap/add on ``checkpoint``: local blend outside the edit mask, rows 0/1 replayed, MCA changes the inside.
+    Returns the executor after the MCA run."""
+    ran = run(executor, mca_task(task, checkpoint, steps))
     rows = output(ran, "sampler", 1)["samples"]
     target = rows[2]
     condition_clean = output(ran, "condition_latent")["samples"][0]
@@ -86,11 +92,12 @@ def test_swap_and_add_do_what_mca_must(executor, task):
     torch.testing.assert_close(rows[0], condition_clean, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(rows[1], subject_clean, atol=1e-4, rtol=1e-4)
     # inside: MCA attention changed the target, compared with the same graph whose patch never fires
-    plain = output(run(executor, silent(mca_task(task, random_models.RANDOM_CHECKPOINT))), "sampler", 1)["samples"][2]
+    plain = output(run(executor, silent(mca_task(task, checkpoint, steps))), "sampler", 1)["samples"][2]
     assert (target[:, inside] - plain[:, inside]).abs().max() > 1e-3
     torch.testing.assert_close(plain[:, ~inside], condition_clean[:, ~inside], atol=1e-4, rtol=1e-4)
     # the edit mask output is the patch's own mask
     assert torch.equal(output(ran, "sampler", 2), output(ran, "edit_mask"))
+    return ran
 
 
 def test_generation_takes_its_edit_region_from_the_subject_word(executor):
