@@ -76,7 +76,7 @@ def test_swap_and_add_do_what_mca_must(executor, task):
     assert_edit_does_what_mca_must(executor, task, random_models.RANDOM_CHECKPOINT)
 
 
-def assert_edit_does_what_mca_must(executor, task: str, checkpoint: str, steps: int = 5):
+def assert_edit_does_what_mca_must(executor, task: str, checkpoint: str, steps: int = 3):
     """Swap/add on ``checkpoint``: local blend outside the edit mask, rows 0/1 replayed, MCA changes the inside.
     Returns the executor after the MCA run."""
     ran = run(executor, mca_task(task, checkpoint, steps))
@@ -146,7 +146,7 @@ def _tiny_generation_latent(graph: dict) -> dict:
 
 
 def _other_steps(graph: dict) -> dict:
-    graph["condition_inverted"]["inputs"]["steps"] = 4
+    graph["condition_inverted"]["inputs"]["steps"] = 2
     return graph
 
 
@@ -161,7 +161,7 @@ BAD_INPUTS = [
     ("generation", _patch(token_indices="500"), "token_indices [500] are outside 1..8"),
     ("generation", _patch(token_indices="-2, 3"), "token_indices [-2] are outside"),
     ("generation", _tiny_generation_latent, "needs at least 8x8 (64x64 px)"),
-    ("swap", _other_steps, "condition was inverted with 4 steps but the subject has 5"),
+    ("swap", _other_steps, "condition was inverted with 2 steps but the subject has 3"),
     ("swap", lambda g: (g["patch"]["inputs"].pop("edit_mask"), g)[1], "swap preset needs an edit_mask"),
     ("generation", _patch(subject_words="giraffe"), "'giraffe' does not occur"),
 ]

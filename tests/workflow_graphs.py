@@ -30,7 +30,7 @@ def _inverted_image(graph: dict, name: str, color: int, steps: int) -> list:
     return [f"{name}_inverted", 0]
 
 
-def mca_task(task: str, checkpoint: str, steps: int = 5, seed: int = 1) -> dict:
+def mca_task(task: str, checkpoint: str, steps: int = 3, seed: int = 1) -> dict:
     """generation, swap or add: image(s) -> invert -> patch -> MCA Sampler -> decode -> save."""
     graph: dict = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}}}
     _text(graph, "empty_prompt", "")
