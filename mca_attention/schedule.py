@@ -60,17 +60,18 @@ class MCASchedule:
         salq = range(fraction_to_step(self.salq_start, total_steps), fraction_to_step(self.salq_end, total_steps))
         return sagi, salq
 
-    def table(self, total_steps: int, num_layers: int) -> list[list[Op]]:
-        """``table[step][layer]``: the whole schedule (built once per sampling run)."""
+    def op_at(self, step: int, layer: int, total_steps: int) -> Op:
+        """The operation for the target row at ``step`` and ``layer``."""
         if self.salq_first_layer is None:
             raise ValueError("the schedule's Layer_LQ is the model's preset: resolve it for a model first")
         sagi, salq = self.step_ranges(total_steps)
-        return [[Op.SAGI if step in sagi else Op.SALQ if step in salq and layer >= self.salq_first_layer else Op.NONE
-                 for layer in range(num_layers)] for step in range(total_steps)]
+        if step in sagi:
+            return Op.SAGI
+        return Op.SALQ if step in salq and layer >= self.salq_first_layer else Op.NONE
 
-    def op_at(self, step: int, layer: int, total_steps: int) -> Op:
-        """The operation for the target row at ``step`` and ``layer`` (for inspection; runs use ``table``)."""
-        return self.table(total_steps, layer + 1)[step][layer]
+    def table(self, total_steps: int, num_layers: int) -> list[list[Op]]:
+        """``table[step][layer]``: the whole schedule (built once per sampling run, then only looked up)."""
+        return [[self.op_at(step, layer, total_steps) for layer in range(num_layers)] for step in range(total_steps)]
 
 
 def format_table(table: list[list[Op]]) -> str:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import logging
 
-from ..mca_attention.comfy_patch import check_model, model_family, patch_model
+from ..mca_attention.comfy_patch import check_model, mca_state, model_family, patch_model
 from ..mca_attention.cross_attention_mask import find_token_positions
 from ..mca_attention.schedule import MCASchedule
 from ..mca_attention.tasks import PRESETS, Task
-from ..mca_attention.unet_layers import layer_from_fraction, preset_salq_layer
+from ..mca_attention.unet_layers import layer_from_fraction
 from .common import CATEGORY
 
 PRESET_DEFAULT = -1.0
@@ -169,7 +169,7 @@ class MCAAttentionPatch:
                 text_cond = encoded_text(clip, target_text)
         patched = patch_model(model, task_preset, schedule, subject_mask, edit_mask, subject_tokens=tokens,
                               target_text_cond=text_cond)
-        first = preset_salq_layer(sites) if schedule.salq_first_layer is None else schedule.salq_first_layer
+        first = mca_state(patched).schedule.salq_first_layer  # resolved for this model by patch_model
         logger.info("MCA Attention Patch: %s model, %d self-attention sites, %s preset, SALQ from site %d; the "
                     "MCA Sampler logs the step x site table.", model_family(model), len(sites), preset, first)
         return (patched,)

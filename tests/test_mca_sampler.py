@@ -104,6 +104,10 @@ def test_generation_mode_with_the_patch_runs_from_seeded_noise(mods, tiny_model,
     out = run_sampler(mods, model, subject, empty, record=states)
     assert torch.equal(states[0][0], states[0][2]), "condition and target share the seed noise"
     assert torch.isfinite(out).all() and not torch.allclose(out[0], out[2])
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[1:5, 1:5] = False  # the layout mask (8..40 of 64 px) at the 8 x 8 latent
+    for x in states[1:] + [out]:  # generation never blends: the layout mask only steers attention
+        assert not torch.allclose(x[2][:, outside], x[0][:, outside])
 
 
 def call_node(mods, model, subject, condition, sigmas=None, prompt_set=None, local_blend=True):
