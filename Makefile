@@ -11,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	@$(PY) scripts/model_folders.py "$(COMFY)"
+	@$(PY) scripts/model_folders.py "$(COMFY)" --host "$(HOST)" --port "$(PORT)"
 	cd "$(COMFY)" && "$(CURDIR)/$(PY)" main.py --listen $(HOST) --port $(PORT) --disable-auto-launch \
 		$$("$(CURDIR)/$(PY)" -c "import torch; print('' if torch.cuda.is_available() else '--cpu')")
 

@@ -1,4 +1,4 @@
-"""MCA-Ctrl attention control on plain tensors (no ComfyUI types outside ``comfy_patch``)."""
+"""MCA-Ctrl attention control: plain-tensor maths and state; ComfyUI is known only to ``adapters`` and ``comfy_patch``."""
 from .attention import attend, blend_regions, plan_regions, target_attention
 from .layout import CONDITION, SUBJECT, TARGET, RowLayout, row_layout
 from .masks import MASK_THRESHOLD, resize_mask, site_mask

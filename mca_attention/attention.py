@@ -1,17 +1,22 @@
 """SALQ and SAGI: the target row's self-attention rebuilt from the subject's and condition's keys.
 
 Tensors are ``[batch, tokens, heads * dim_head]`` (heads merged, as ComfyUI's attn1 replacement
-receives them). Masks are ``[tokens]`` or ``[batch, tokens]`` floats in 0..1, already resized to the
-site and flattened row-major.
+receives them). Each row's sequence is ``[text tokens; image tokens]``: a UNet's self-attention has
+no text tokens (``text_tokens=0``); a joint (MMDiT) attention puts the row's own text first. Masks
+are 1-D ``[image tokens]`` floats in 0..1, already resized to the site and flattened row-major.
 
 Rules shared by both operations (``MASK_THRESHOLD`` = 0.5):
-- foreground keys: subject positions where ``subject_mask > 0.5``;
-- background keys: condition positions where ``edit_mask <= 0.5``;
-- output per query position: ``edit_mask * fg + (1 - edit_mask) * bg``.
+- foreground keys: subject image positions where ``subject_mask > 0.5``;
+- background keys: condition image positions where ``edit_mask <= 0.5``;
+- joint attention: each key set also holds the text keys of the row whose queries attend (SALQ: the
+  target's text; SAGI: the subject's text for the foreground, the condition's for the background),
+  as the UNet's rows reach their own text through their own cross-attention;
+- output per image query: ``edit_mask * fg + (1 - edit_mask) * bg``; the target's text queries keep
+  ordinary attention over the target's own sequence.
 
 Empty key sets: a mask can vanish when it is resized to a coarse site (or be all-one / all-zero).
 Attention over an empty set is undefined (the official code's "most negative float" trick turns it
-into a uniform average). We fall back to *all* keys of that source row, i.e. the source row's
+into a uniform average). We fall back to *all* image keys of that source row, i.e. the source row's
 ordinary attention, which keeps the output finite and meaningful.
 
 Only the allowed keys are gathered and only the queries whose blend weight is non-zero are
@@ -86,15 +91,34 @@ def _pick(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return x if index is None else x.index_select(1, index)
 
 
-def blend_regions(q_fg, k_fg, v_fg, q_bg, k_bg, v_bg, plan: RegionPlan, heads: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class KeySource:
+    """Where one region's keys and values come from: a row's image tokens, and (joint attention) text tokens."""
+
+    k: torch.Tensor  # [chunks, image tokens, inner]
+    v: torch.Tensor
+    text_k: torch.Tensor | None = None  # [chunks, text tokens, inner]; None for a UNet's self-attention
+    text_v: torch.Tensor | None = None
+
+    def pick(self, keys: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The allowed image keys/values, after the text keys/values when there are any."""
+        k, v = _pick(self.k, keys), _pick(self.v, keys)
+        if self.text_k is None:
+            return k, v
+        return torch.cat([self.text_k, k], 1), torch.cat([self.text_v, v], 1)
+
+
+def blend_regions(q_fg: torch.Tensor, fg: KeySource, q_bg: torch.Tensor, bg: KeySource, plan: RegionPlan,
+                  heads: int) -> torch.Tensor:
     """``edit * attn(q_fg -> fg keys) + (1 - edit) * attn(q_bg -> bg keys)`` for one mask pair."""
     out = None
-    regions = ((plan.computes_fg, q_fg, k_fg, v_fg, plan.fg_queries, plan.fg_keys, plan.fg_weight),
-               (plan.computes_bg, q_bg, k_bg, v_bg, plan.bg_queries, plan.bg_keys, plan.bg_weight))
-    for active, q, k, v, queries, keys, weight in regions:
+    regions = ((plan.computes_fg, q_fg, fg, plan.fg_queries, plan.fg_keys, plan.fg_weight),
+               (plan.computes_bg, q_bg, bg, plan.bg_queries, plan.bg_keys, plan.bg_weight))
+    for active, q, source, queries, keys, weight in regions:
         if not active:
             continue
-        part = attend(_pick(q, queries), _pick(k, keys), _pick(v, keys), heads) * weight.to(q.dtype)
+        k, v = source.pick(keys)
+        part = attend(_pick(q, queries), k, v, heads) * weight.to(q.dtype)
         if queries is None:
             out = part if out is None else out + part
         else:
@@ -104,20 +128,34 @@ def blend_regions(q_fg, k_fg, v_fg, q_bg, k_bg, v_bg, plan: RegionPlan, heads: i
 
 
 def target_attention(op: Op, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: RowLayout,
-                     plan: RegionPlan, heads: int) -> torch.Tensor:
+                     plan: RegionPlan, heads: int, text_tokens: int = 0) -> torch.Tensor:
     """The target rows ``[chunks, tokens, heads*d]`` of one attention call under SALQ or SAGI.
 
     ``q``, ``k``, ``v`` hold the whole MCA batch (every chunk's condition, subject and target rows);
-    ``rows`` says which rows are which. This is the one function the attn1 replacement calls.
+    ``rows`` says which rows are which; the first ``text_tokens`` of every row are its text (joint
+    attention), the rest its image tokens. This is the one function every adapter's hook calls.
 
-    - SALQ (Self-Attention Local Query): the *target's* queries over the subject's foreground keys and
-      the condition's background keys.
+    - SALQ (Self-Attention Local Query): the *target's* image queries over the subject's foreground
+      keys and the condition's background keys (with the target's own text keys in both).
     - SAGI (Self-Attention Global Injection): the subject's own restricted attention inside the edit
-      region and the condition's own restricted attention outside it.
+      region and the condition's own restricted attention outside it (each with its own text keys).
     """
     c, s, t = rows.condition, rows.subject, rows.target
+    image = slice(text_tokens, None)
+
+    def source(image_row: torch.Tensor, text_row: torch.Tensor) -> KeySource:
+        if text_tokens == 0:
+            return KeySource(k[image_row], v[image_row])
+        return KeySource(k[image_row, image], v[image_row, image],
+                         k[text_row, :text_tokens], v[text_row, :text_tokens])
+
     if op is Op.SALQ:
-        return blend_regions(q[t], k[s], v[s], q[t], k[c], v[c], plan, heads)
-    if op is Op.SAGI:
-        return blend_regions(q[s], k[s], v[s], q[c], k[c], v[c], plan, heads)
-    raise ValueError(f"target_attention needs Op.SALQ or Op.SAGI, got {op}")
+        image_out = blend_regions(q[t, image], source(s, t), q[t, image], source(c, t), plan, heads)
+    elif op is Op.SAGI:
+        image_out = blend_regions(q[s, image], source(s, s), q[c, image], source(c, c), plan, heads)
+    else:
+        raise ValueError(f"target_attention needs Op.SALQ or Op.SAGI, got {op}")
+    if text_tokens == 0:
+        return image_out
+    text_out = attend(q[t, :text_tokens], k[t], v[t], heads)
+    return torch.cat([text_out, image_out], 1)

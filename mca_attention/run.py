@@ -17,6 +17,7 @@ RUN_KEY = "mca_run"
 @dataclass(eq=False)
 class MCARun:
     total_steps: int
+    latent_size: tuple[int, int] | None = None  # (h, w) of the latent: where a DiT's image tokens are
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     _caches: dict = field(default_factory=dict, repr=False)
 

@@ -21,7 +21,7 @@ from .run import MCARun, with_run_step
 
 @dataclass
 class RowControl:
-    """What the loop does besides plain sampling. Trajectories are ``[steps + 1, 4, h, w]``."""
+    """What the loop does besides plain sampling. Trajectories are ``[steps + 1, channels, h, w]``."""
 
     pinned: dict[int, torch.Tensor] = field(default_factory=dict)
     target_start: torch.Tensor | None = None  # the target's start latent (the condition's start noise)
@@ -46,6 +46,7 @@ def mca_sample_loop(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: di
     run = MCARun(total_steps=len(sigmas) - 1) if run is None else run
     if run.total_steps != len(sigmas) - 1:
         raise ValueError(f"the run was made for {run.total_steps} steps but the schedule has {len(sigmas) - 1}")
+    run.latent_size = (int(x.shape[-2]), int(x.shape[-1]))
     x = x.clone()
     if control.target_start is not None:
         x[TARGET] = control.target_start.to(x)

@@ -37,6 +37,7 @@ class MCASchedule:
     salq_start: float = 0.08
     salq_end: float = 1.0
     salq_first_layer: int | None = None
+    min_one_step: bool = False  # a non-empty fraction range keeps at least one step (few-step models)
 
     def __post_init__(self) -> None:
         for name in ("sagi_start", "sagi_end", "salq_start", "salq_end"):
@@ -56,9 +57,15 @@ class MCASchedule:
 
     def step_ranges(self, total_steps: int) -> tuple[range, range]:
         """The SAGI and SALQ step ranges for a schedule of ``total_steps`` steps."""
-        sagi = range(fraction_to_step(self.sagi_start, total_steps), fraction_to_step(self.sagi_end, total_steps))
-        salq = range(fraction_to_step(self.salq_start, total_steps), fraction_to_step(self.salq_end, total_steps))
-        return sagi, salq
+        return (self._steps(self.sagi_start, self.sagi_end, total_steps),
+                self._steps(self.salq_start, self.salq_end, total_steps))
+
+    def _steps(self, start: float, end: float, total_steps: int) -> range:
+        first, stop = fraction_to_step(start, total_steps), fraction_to_step(end, total_steps)
+        if self.min_one_step and end > start and stop <= first:
+            first = min(first, total_steps - 1)
+            stop = first + 1
+        return range(first, stop)
 
     def op_at(self, step: int, layer: int, total_steps: int) -> Op:
         """The operation for the target row at ``step`` and ``layer``."""
@@ -72,6 +79,20 @@ class MCASchedule:
     def table(self, total_steps: int, num_layers: int) -> list[list[Op]]:
         """``table[step][layer]``: the whole schedule (built once per sampling run, then only looked up)."""
         return [[self.op_at(step, layer, total_steps) for layer in range(num_layers)] for step in range(total_steps)]
+
+
+def describe_run(table: list[list[Op]]) -> str:
+    """One line saying which steps and sites ran SAGI and SALQ (or that neither ran at all)."""
+    parts = []
+    for op, name in ((Op.SAGI, "SAGI"), (Op.SALQ, "SALQ")):
+        steps = [step for step, row in enumerate(table) if op in row]
+        if not steps:
+            parts.append(f"{name}: no step")
+            continue
+        sites = sorted({layer for step in steps for layer, cell in enumerate(table[step]) if cell is op})
+        parts.append(f"{name}: steps {steps[0]}-{steps[-1]} ({len(steps)} of {len(table)}) at sites "
+                     f"{sites[0]}-{sites[-1]}")
+    return "; ".join(parts)
 
 
 def format_table(table: list[list[Op]]) -> str:

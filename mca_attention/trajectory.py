@@ -1,6 +1,6 @@
 """The inversion trajectory that travels along a LATENT wire, and its checks against a schedule.
 
-``latent["mca_trajectory"] = {"latents": [steps + 1, batch, 4, h, w], "sigmas": [steps + 1]}``, in
+``latent["mca_trajectory"] = {"latents": [steps + 1, batch, channels, h, w], "sigmas": [steps + 1]}``, in
 *sampling* order: ``latents[i]`` is the latent at ``sigmas[i]`` (noisiest first, clean last), in the
 model's internal latent space (SD1.5: VAE latent x 0.18215), which is where samplers work.
 """
@@ -23,7 +23,7 @@ class Trajectory:
         return self.sigmas.numel() - 1
 
     def row(self, index: int = 0) -> torch.Tensor:
-        """``[steps + 1, 4, h, w]`` for one batch item."""
+        """``[steps + 1, channels, h, w]`` for one batch item."""
         return self.latents[:, index]
 
     def to_dict(self) -> dict:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from ..mca_attention.comfy_patch import check_model, mca_state, model_family, patch_model
+from ..mca_attention.adapters import SUPPORTED_FAMILIES, model_adapter
+from ..mca_attention.comfy_patch import mca_state, patch_model
 from ..mca_attention.cross_attention_mask import find_token_positions
 from ..mca_attention.schedule import MCASchedule
 from ..mca_attention.tasks import PRESETS, Task
@@ -15,17 +17,32 @@ MAX_TEXT_TOKENS = 75  # one 77-token chunk: start token, 75 text tokens, end tok
 logger = logging.getLogger(__name__)
 
 
-def _token_ids(clip, text: str) -> list[int]:
-    """The token ids of the first 77-token chunk of ``text`` as this CLIP tokenizes it."""
-    chunks = next(iter(clip.tokenize(text).values()))
-    return [int(token) for token, _ in chunks[0]]
+def _token_ids(clip, text: str, encoder_key: str | None) -> list[int]:
+    """The token ids of ``text``'s first chunk, from the text encoder the model attends to.
+
+    ``encoder_key`` names it in ComfyUI's tokenizer output (Flux: ``t5xxl``); None takes the first one
+    (the CLIP of a UNet model).
+    """
+    tokens = clip.tokenize(text)
+    chunks = tokens[encoder_key] if encoder_key in tokens else next(iter(tokens.values()))
+    return [int(token) for token, *_ in chunks[0]]
 
 
-def _text_ids(clip, text: str) -> list[int]:
-    """The text's own tokens: drop the start token and the end token (SD1.5 also pads with it)."""
-    body = _token_ids(clip, text)[1:]
-    end = body[-1]
-    return body[:body.index(end)]
+def _start_tokens(clip, encoder_key: str | None) -> int:
+    """How many tokens come before the text (CLIP: its start token; T5: none), read from the empty prompt."""
+    empty, one = _token_ids(clip, "", encoder_key), _token_ids(clip, "a", encoder_key)
+    start = 0
+    while start < min(len(empty), len(one)) - 1 and one[start] == empty[start]:
+        start += 1
+    return start
+
+
+def _text_ids(clip, text: str, encoder_key: str | None) -> list[int]:
+    """The text's own tokens: without the start token(s), up to the end token (the empty prompt's next one)."""
+    start = _start_tokens(clip, encoder_key)
+    end = _token_ids(clip, "", encoder_key)[start]
+    body = _token_ids(clip, text, encoder_key)[start:]
+    return body[:body.index(end)] if end in body else body
 
 
 def _parse_indices(token_indices: str, text_tokens: int | None) -> list[int]:
@@ -42,18 +59,24 @@ def _parse_indices(token_indices: str, text_tokens: int | None) -> list[int]:
     return sorted(set(indices))
 
 
-def subject_tokens(clip, target_text: str, subject_words: str, token_indices: str) -> list[int]:
+def subject_tokens(clip, target_text: str, subject_words: str, token_indices: str,
+                   encoder_key: str | None = None) -> list[int]:
     """Token positions of the subject word(s) in the target prompt (generation mode)."""
     has_text = clip is not None and bool(target_text.strip())
     if token_indices.strip():
-        return _parse_indices(token_indices, len(_text_ids(clip, target_text)) if has_text else None)
+        if clip is None and encoder_key is not None:
+            raise ValueError("token_indices on this model need the clip input, to place them in its "
+                             f"{encoder_key} tokens: connect the CLIP that encodes the target prompt.")
+        indices = _parse_indices(token_indices, len(_text_ids(clip, target_text, encoder_key)) if has_text else None)
+        offset = 0 if clip is None else _start_tokens(clip, encoder_key) - 1  # index 1 = the first text token
+        return [index + offset for index in indices]
     if not has_text or not subject_words.strip():
         raise ValueError("generation without an edit_mask needs clip, target_text and subject_words "
                          "(or token_indices), or connect a layout mask as edit_mask.")
-    prompt = _token_ids(clip, target_text)
+    prompt = _token_ids(clip, target_text, encoder_key)
     positions: list[int] = []
     for word in (w.strip() for w in subject_words.split(",") if w.strip()):
-        found = find_token_positions(prompt, _text_ids(clip, word))
+        found = find_token_positions(prompt, _text_ids(clip, word, encoder_key))
         if not found:
             raise ValueError(f"'{word}' does not occur in the target text '{target_text}'")
         positions.extend(found)
@@ -94,12 +117,12 @@ def effective_schedule(base: MCASchedule, num_sites: int, salq_layers: float, sa
     else:
         layers = _widget("salq_layers", salq_layers, None)
         first = base.salq_first_layer if layers is None else layer_from_fraction(layers, num_sites)
-    return MCASchedule(**values, salq_first_layer=first)
+    return replace(base, **values, salq_first_layer=first)
 
 
 class MCAAttentionPatch:
-    DESCRIPTION = ("Patches the UNet's self-attention for MCA-Ctrl (SD1.x, SD2.x, SDXL, SSD-1B, Segmind Vega, "
-                   "KOALA): the target row (row 3 of the MCA Sampler batch) "
+    DESCRIPTION = ("Patches the model's self-attention for MCA-Ctrl (SD1.x, SD2.x, SDXL, SSD-1B, Segmind Vega, "
+                   "KOALA; Flux.1 and Chroma through their joint attention): the target row (row 3 of the MCA Sampler batch) "
                    "takes its subject from the subject image (SAGI early, SALQ later) and its background from "
                    "the condition row. Returns a patched clone; the input MODEL is untouched. Acts only inside "
                    "the MCA Sampler.")
@@ -112,8 +135,8 @@ class MCAAttentionPatch:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "A UNet model: SD1.x, SD2.x (also v-prediction), SDXL, SSD-1B, "
-                                               "Segmind Vega or KOALA. DiT models (SD3, Flux) are refused."}),
+                "model": ("MODEL", {"tooltip": "Supported: " + SUPPORTED_FAMILIES + ". Other DiTs (SD3, "
+                                               "Flux.2, Qwen-Image, Z-Image) are refused with their name."}),
                 "subject_mask": ("MASK", {"tooltip": "1 on the subject inside the subject image (SLM Mask)."}),
                 "preset": ([task.value for task in Task], {
                     "default": Task.SWAP.value,
@@ -127,21 +150,23 @@ class MCAAttentionPatch:
                 "salq_layers": ("FLOAT", {
                     "default": PRESET_DEFAULT, "min": -1.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Layer_LQ on any model: SALQ runs at the self-attention sites from this fraction of "
-                               "the UNet on (sites in call order: encoder, middle, decoder; 0 = every site). -1 "
-                               "uses the preset: every site for generation; for swap/add the last decoder block of "
-                               "the coarsest level onward (SD1.5: site 9 of 16, the official value; SDXL: 54 of 70)."}),
+                               "the model on (sites in call order: UNet encoder, middle, decoder; Flux/Chroma double "
+                               "then single blocks; 0 = every site). -1 uses the preset: every site for generation "
+                               "and on Flux/Chroma; for swap/add on a UNet the last decoder block of the coarsest "
+                               "level onward (SD1.5: site 9 of 16, the official value; SDXL: 54 of 70)."}),
                 "salq_first_site": ("INT", {
                     "default": -1, "min": -1, "max": 1000,
                     "tooltip": "Advanced: Layer_LQ as a raw site index (overrides salq_layers; -1 = off). Site "
                                "counts: SD1.x/SD2.x 16, SDXL 70, SSD-1B 34, KOALA-1B 30, KOALA-700M 21, Segmind "
-                               "Vega 15. The log shows the schedule table of the model."}),
+                               "Vega 15, Flux.1 and Chroma 57 (19 double + 38 single blocks). The log shows the "
+                               "schedule table of the model."}),
             },
             "optional": {
                 "edit_mask": ("MASK", {"tooltip": "1 where the subject goes in the condition/target image: the "
                                                   "dilated mask of the object to replace (swap), a drawn region "
                                                   "(add) or a layout mask (generation). Required for swap/add."}),
                 "clip": ("CLIP", {"tooltip": "Generation without edit_mask: the CLIP that encodes the target "
-                                             "prompt, to find the subject word's tokens."}),
+                                             "prompt, to find the subject word's tokens (Flux/Chroma: its T5 tokens)."}),
                 "target_text": ("STRING", {"multiline": True, "default": "",
                                            "tooltip": "Generation without edit_mask: the target prompt's text, "
                                                       "exactly as in the Target prompt's CLIP Text Encode (the "
@@ -158,20 +183,21 @@ class MCAAttentionPatch:
     def patch(self, model, subject_mask, preset, sagi_start, sagi_end, salq_start, salq_end, salq_layers,
               salq_first_site, edit_mask=None, clip=None, target_text="", subject_words="", token_indices=""):
         task_preset = PRESETS[Task(preset)]
-        sites = check_model(model)
-        schedule = effective_schedule(task_preset.schedule, len(sites), salq_layers, salq_first_site,
-                                      sagi_start=sagi_start, sagi_end=sagi_end, salq_start=salq_start,
-                                      salq_end=salq_end)
+        adapter = model_adapter(model)
+        sites = adapter.sites
+        schedule = effective_schedule(adapter.preset_schedule(task_preset), len(sites), salq_layers,
+                                      salq_first_site, sagi_start=sagi_start, sagi_end=sagi_end,
+                                      salq_start=salq_start, salq_end=salq_end)
         tokens, text_cond = None, None
         if edit_mask is None and not task_preset.needs_edit_mask:
-            tokens = subject_tokens(clip, target_text, subject_words, token_indices)
+            tokens = subject_tokens(clip, target_text, subject_words, token_indices, adapter.text_encoder_key)
             if clip is not None and target_text.strip():
                 text_cond = encoded_text(clip, target_text)
         patched = patch_model(model, task_preset, schedule, subject_mask, edit_mask, subject_tokens=tokens,
                               target_text_cond=text_cond)
         first = mca_state(patched).schedule.salq_first_layer  # resolved for this model by patch_model
         logger.info("MCA Attention Patch: %s model, %d self-attention sites, %s preset, SALQ from site %d; the "
-                    "MCA Sampler logs the step x site table.", model_family(model), len(sites), preset, first)
+                    "MCA Sampler logs the step x site table.", adapter.family, len(sites), preset, first)
         return (patched,)
 
 

@@ -13,7 +13,7 @@ from ..mca_attention.comfy_patch import MCAState, mca_state
 from ..mca_attention.layout import CONDITION, SUBJECT, TARGET
 from ..mca_attention.masks import as_single_mask, resize_mask
 from ..mca_attention.run import MCARun
-from ..mca_attention.schedule import format_table
+from ..mca_attention.schedule import Op, describe_run, format_table
 from ..mca_attention.sampling import RowControl, mca_sample_loop
 from ..mca_attention.trajectory import Trajectory, check_matches_schedule, read_trajectory
 from .common import CATEGORY, check_latent, single_prompt
@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 
 PER_ROW_OPTIONS = ("pooled_output",)  # stacked per row; every other option must agree across the rows
+# Conditioning that changes the token sequence the attention sees: not meaningful on MCA rows.
+SEQUENCE_OPTIONS = {"reference_latents": "reference latents (Flux Kontext / ReferenceLatent)",
+                    "attention_mask": "an attention mask on the prompt"}
 
 
 def _row_options(options: list[dict]) -> dict:
@@ -53,12 +56,32 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def row_prompts(condition: list, subject: list, target: list) -> list:
-    """One conditioning entry whose batch holds the three row prompts (and pooled outputs) in row order."""
-    prompts = [single_prompt(c, name) for c, name in
-               ((condition, "condition_prompt"), (subject, "subject_prompt"), (target, "target_prompt"))]
+def check_sequence_options(options: dict, name: str) -> None:
+    """Refuse conditioning that would add tokens to (or mask) the attention of an MCA row."""
+    for key, what in SEQUENCE_OPTIONS.items():
+        if options.get(key) is not None:
+            raise ValueError(f"{name} carries {what}, which changes the tokens MCA attention works on: MCA rows "
+                             f"do not support it. Connect the text encode output directly.")
+
+
+def row_prompts(condition: list, subject: list, target: list, repeat_short: bool = True) -> list:
+    """One conditioning entry whose batch holds the three row prompts (and pooled outputs) in row order.
+
+    ``repeat_short``: prompts of different lengths are repeated to a common length, as ComfyUI does with
+    CLIP's 77-token chunks; otherwise (T5 on Flux / Chroma) they must have the same length.
+    """
+    names = ("condition_prompt", "subject_prompt", "target_prompt")
+    prompts = [single_prompt(c, name) for c, name in zip((condition, subject, target), names)]
+    for (_, options), name in zip(prompts, names):
+        check_sequence_options(options, name)
     tensors = [p[0] for p in prompts]
-    tokens = math.lcm(*(t.shape[1] for t in tensors))  # as ComfyUI pads long prompts: repeat to a common length
+    lengths = [t.shape[1] for t in tensors]
+    if not repeat_short and len(set(lengths)) > 1:
+        listed = ", ".join(f"{name} {length}" for name, length in zip(names, lengths))
+        raise ValueError(f"the row prompts have different token lengths ({listed}): MCA samples the rows as one "
+                         f"batch, and this model's text tokens cannot be repeated like CLIP's. Shorten the longer "
+                         f"prompts (Flux pads every prompt to 256 T5 tokens, so prompts under that length match).")
+    tokens = math.lcm(*lengths)  # as ComfyUI pads long prompts: repeat to a common length
     stacked = torch.cat([t.repeat(1, tokens // t.shape[1], 1) for t in tensors])
     return [[stacked, _row_options([p[1] for p in prompts])]]
 
@@ -143,10 +166,20 @@ def check_target_prompt(state: MCAState, target_prompt: list) -> None:
                          "both (and encode it with the same CLIP).")
 
 
+def log_schedule(state: MCAState, table: list) -> None:
+    """The step x site table and a one-line summary in the log; a warning when neither SAGI nor SALQ runs."""
+    summary = describe_run(table)
+    logger.info("MCA on %s, %d steps x %d sites: %s. One line per step, one character per site (G = SAGI, "
+                "L = SALQ, . = ordinary):\n%s", state.family, len(table), state.num_layers, summary, format_table(table))
+    if not any(op is not Op.NONE for row in table for op in row):
+        logger.warning("MCA Sampler: no SAGI and no SALQ step runs under this schedule (%s): the result is a plain "
+                       "image. Widen the step ranges on MCA Attention Patch or use more steps.", summary)
+
+
 def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative, subject: dict, condition: dict,
                seed: int, cfg: float, sigmas: torch.Tensor | None = None, blend_mask=None, local_blend: bool = True,
                make_callback=None, disable_pbar=True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sample the 3-row batch of a patched model; returns the ``[3, 4, h, w]`` rows and the edit mask used.
+    """Sample the 3-row batch of a patched model; returns the ``[3, C, h, w]`` rows and the edit mask used.
 
     The schedule is the subject trajectory's (``sigmas``, when given, must equal it). The blend mask is
     ``blend_mask`` or the patch's edit mask when the task blends and ``local_blend`` is on.
@@ -160,13 +193,15 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     control, schedule = build_row_control(model, state, subject, condition, sigmas, blend_mask)
     if state.edit_mask is None:
         check_target_prompt(state, target_prompt)
+    for (_, options) in negative:
+        check_sequence_options(options, "negative")
+    positive = row_prompts(condition_prompt, subject_prompt, target_prompt,
+                           repeat_short=state.repeats_short_prompts)
     run = MCARun(total_steps=schedule.numel() - 1)
-    logger.info("MCA schedule, one line per step, one character per self-attention site (G = SAGI, L = SALQ, "
-                ". = ordinary):\n%s", format_table(state.run_cache(run)["ops"]))
+    log_schedule(state, state.run_cache(run)["ops"])
     single = condition["samples"]
     noise = comfy.sample.prepare_noise(torch.zeros_like(single), seed).repeat(3, 1, 1, 1)
     sampler = comfy.samplers.KSAMPLER(mca_sample_loop, extra_options={"control": control, "run": run})
-    positive = row_prompts(condition_prompt, subject_prompt, target_prompt)
     callback = None if make_callback is None else make_callback(run.total_steps)
     rows = comfy.sample.sample_custom(model, noise, cfg, sampler, schedule, positive, negative,
                                       torch.zeros_like(noise), callback=callback, disable_pbar=disable_pbar,

@@ -124,8 +124,12 @@ def execute_prompt(prompt: dict, executor=None) -> tuple[object, RecordingServer
 
 
 def node_output(executor, node_id: str, index: int = 0):
-    """One output value of an executed node, from the executor's cache."""
+    """One output value of an executed node, from the executor's cache (sync in ComfyUI 0.3, async later)."""
+    import inspect
+
     entry = executor.caches.outputs.get(node_id)
+    if inspect.isawaitable(entry):  # newer ComfyUI: the cache's get is a coroutine
+        entry = asyncio.run(entry)
     outputs = getattr(entry, "outputs", entry)
     return outputs[index][0]
 

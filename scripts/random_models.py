@@ -240,3 +240,56 @@ def random_vega_checkpoint() -> Path:
     minute to build), built once per machine; ``CheckpointLoaderSimple`` detects it as ``Segmind_Vega``, an
     SDXL-family model (SDXL's text encoders, latent format and ADM input)."""
     return cached_file(RANDOM_VEGA_CHECKPOINT, _write_vega_checkpoint)
+
+
+TINY_FLUX_WIDTH = 64  # hidden size: 4 heads of 16 (RoPE axes 4 + 6 + 6), as Flux's 24 heads of 128 (16 + 56 + 56)
+TINY_FLUX_CONFIG = dict(in_channels=16, out_channels=16, context_in_dim=TINY_CONTEXT_DIM, hidden_size=TINY_FLUX_WIDTH,
+                        mlp_ratio=4.0, num_heads=4, depth=2, depth_single_blocks=3, axes_dim=[4, 6, 6], theta=10000,
+                        patch_size=2, qkv_bias=True, dtype=torch.float32)
+
+
+def _patched(model):
+    import comfy.model_patcher
+
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def tiny_flux_model(seed: int = 0, schnell: bool = False, **overrides):
+    """A random Flux.1 (dev, or schnell: no guidance embedding) from ComfyUI's own classes, shrunk in width
+    and depth: double then single blocks, RoPE over (index, h, w), CLIP-pooled vector, 16-channel latent."""
+    comfy_host.boot_comfy()
+    import comfy.model_base
+    import comfy.supported_models
+
+    config = dict(TINY_FLUX_CONFIG, image_model="flux", vec_in_dim=TINY_POOLED_DIM, guidance_embed=not schnell,
+                  **overrides)
+    model_config = (comfy.supported_models.FluxSchnell if schnell else comfy.supported_models.Flux)(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({}, device=torch.device("cpu"))
+    init_weights(model.diffusion_model, seed)
+    return _patched(model)
+
+
+def tiny_chroma_model(seed: int = 0):
+    """A random Chroma (Flux's blocks without modulation layers, a distilled-guidance approximator, T5 only)."""
+    comfy_host.boot_comfy()
+    import comfy.supported_models
+
+    config = dict(TINY_FLUX_CONFIG, image_model="chroma", in_channels=64, out_channels=64, in_dim=64,
+                  out_dim=TINY_FLUX_WIDTH, hidden_dim=64, n_layers=2)
+    model_config = comfy.supported_models.Chroma(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({}, device=torch.device("cpu"))
+    init_weights(model.diffusion_model, seed)
+    return _patched(model)
+
+
+def tiny_flux_prompt(seed: int, tokens: int = 16, guidance: float | None = 3.5, pooled: bool = True) -> list:
+    """A CONDITIONING as Flux's text encode + FluxGuidance make it: T5 tokens, CLIP-L pooled, guidance.
+
+    Chroma's pooled output is None (``pooled=False``), as CLIP Text Encode gives it for a T5-only encoder."""
+    generator = torch.Generator().manual_seed(seed)
+    options = {"pooled_output": torch.randn(1, TINY_POOLED_DIM, generator=generator) if pooled else None}
+    if guidance is not None:
+        options["guidance"] = guidance
+    return [[torch.randn(1, tokens, TINY_CONTEXT_DIM, generator=generator), options]]

@@ -6,8 +6,9 @@
 Nodes are addressed by their titles (as shown in the graph): --subject / --condition upload an image to
 the "Subject image" / "Condition image" loader, --target sets the "Target prompt" (and the generation
 patch's target_text), --seed sets the sampler, --steps the inversions (the sampler takes its steps from them), and
---set "Title.input=value" sets anything else. Progress is printed as it comes; errors from ComfyUI are
-printed readably and the exit status is 1.
+--set "Title.input=value" sets anything else. Progress is printed as it comes; the output images are
+downloaded into --out (default: the current folder) and their paths printed. Errors from ComfyUI are printed
+readably and the exit status is 1; a wrong --url or input file is one line and the exit status 2.
 """
 from __future__ import annotations
 
@@ -27,7 +28,48 @@ class WorkflowError(RuntimeError):
     """ComfyUI refused or failed the workflow; the message is meant for people."""
 
 
+class InputError(ValueError):
+    """A command-line argument cannot be used; the one-line message says what to do instead."""
+
+
+def load_workflow(path: Path) -> dict:
+    """The API-format workflow in ``path``; InputError when it is missing or not one."""
+    if not Path(path).is_file():
+        raise InputError(f"workflow file {path} does not exist: give an API-format workflow, "
+                         f"e.g. example_workflows/api/mca_swap.json")
+    try:
+        prompt = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        prompt = None
+    if not isinstance(prompt, dict) or not all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
+        raise InputError(f"{path} is not an API-format workflow: use example_workflows/api/*.json, or export "
+                         f"yours from ComfyUI with 'Export (API)'")
+    return prompt
+
+
+def check_input_files(args) -> None:
+    """InputError naming the option whose file does not exist."""
+    for option, path in (("--subject", args.subject), ("--condition", args.condition)):
+        if path and not Path(path).is_file():
+            raise InputError(f"{option} file {path} does not exist: give the path of an image file")
+
+
+def check_server(url: str) -> None:
+    """InputError unless ComfyUI answers at ``url``."""
+    import requests
+
+    try:
+        response = requests.get(f"{url}/system_stats", timeout=10)
+    except requests.RequestException:
+        raise InputError(f"nothing answers at {url}: start ComfyUI (make run) or pass its address, "
+                         f"e.g. --url http://127.0.0.1:8188") from None
+    if not response.ok:
+        raise InputError(f"{url} answers but is not ComfyUI ({url}/system_stats: HTTP {response.status_code}): "
+                         f"fix --url")
+
+
 def nodes_titled(prompt: dict, title: str) -> list[dict]:
+    """The nodes titled ``title`` (or, failing that, of that class); WorkflowError naming the titles there are."""
     found = [node for node in prompt.values() if node.get("_meta", {}).get("title") == title]
     found += [node for node in prompt.values() if node["class_type"] == title and node not in found]
     if not found:
@@ -37,11 +79,13 @@ def nodes_titled(prompt: dict, title: str) -> list[dict]:
 
 
 def set_input(prompt: dict, title: str, name: str, value) -> None:
+    """Sets input ``name`` of every node titled ``title``."""
     for node in nodes_titled(prompt, title):
         node["inputs"][name] = value
 
 
 def parse_value(text: str):
+    """A JSON value when ``text`` is one (0.1, 3, true), else the text itself."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -74,6 +118,7 @@ def apply_arguments(prompt: dict, args, upload) -> dict:
 
 
 def readable_error(data: dict) -> str:
+    """ComfyUI's validation or execution error as lines for people."""
     if "node_errors" in data and data["node_errors"]:
         lines = [data.get("error", {}).get("message", "invalid workflow")]
         for node_id, error in data["node_errors"].items():
@@ -99,25 +144,33 @@ async def run(url: str, prompt: dict, timeout: float, log=print) -> list[dict]:
                     # ComfyUI answers 200 and runs only the valid outputs when some output is invalid
                     raise WorkflowError(readable_error(answer))
             prompt_id = answer["prompt_id"]
-            async with asyncio.timeout(timeout):
-                async for message in socket:
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        continue
-                    event = json.loads(message.data)
-                    data = event.get("data", {})
-                    if data.get("prompt_id") not in (None, prompt_id):
-                        continue
-                    if event["type"] == "progress":
-                        log(f"  node {data['node']}: step {data['value']}/{data['max']}")
-                    elif event["type"] == "executing" and data.get("node"):
-                        log(f"running node {data['node']} ({prompt[data['node']]['class_type']})")
-                    elif event["type"] == "execution_error":
-                        raise WorkflowError(readable_error(data))
-                    elif event["type"] in ("execution_success",) or (
-                            event["type"] == "executing" and data.get("node") is None):
-                        break
+            try:
+                await asyncio.wait_for(_follow(socket, prompt, prompt_id, log), timeout)
+            except TimeoutError:
+                raise WorkflowError(f"the workflow did not finish within {timeout:g} s (--timeout)") from None
         history = await _history_entry(session, url, prompt_id)
     return [image for output in history["outputs"].values() for image in output.get("images", [])]
+
+
+async def _follow(socket, prompt: dict, prompt_id: str, log) -> None:
+    """Prints the prompt's progress from the websocket until it ends; WorkflowError when it fails."""
+    import aiohttp
+
+    async for message in socket:
+        if message.type != aiohttp.WSMsgType.TEXT:
+            continue
+        event = json.loads(message.data)
+        data = event.get("data", {})
+        if data.get("prompt_id") not in (None, prompt_id):
+            continue
+        if event["type"] == "progress":
+            log(f"  node {data['node']}: step {data['value']}/{data['max']}")
+        elif event["type"] == "executing" and data.get("node"):
+            log(f"running node {data['node']} ({prompt[data['node']]['class_type']})")
+        elif event["type"] == "execution_error":
+            raise WorkflowError(readable_error(data))
+        elif event["type"] in ("execution_success",) or (event["type"] == "executing" and data.get("node") is None):
+            return
 
 
 async def _history_entry(session, url: str, prompt_id: str, wait: float = 60.0) -> dict:
@@ -133,7 +186,32 @@ async def _history_entry(session, url: str, prompt_id: str, wait: float = 60.0) 
         await asyncio.sleep(0.2)
 
 
+async def fetch_image(session, url: str, image: dict) -> bytes:
+    """The bytes of an output image record ({filename, subfolder, type}) from ``/view``."""
+    params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
+              "type": image.get("type", "output")}
+    async with session.get(f"{url}/view", params=params) as response:
+        if response.status != 200:
+            raise WorkflowError(f"ComfyUI could not serve {image['filename']} ({response.status})")
+        return await response.read()
+
+
+async def download(url: str, images: list[dict], folder: Path) -> list[Path]:
+    """Writes each output image to ``folder``/<subfolder>/<filename>; returns their absolute paths."""
+    import aiohttp
+
+    paths = []
+    async with aiohttp.ClientSession() as session:
+        for image in images:
+            path = (Path(folder) / image.get("subfolder", "") / image["filename"]).resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(await fetch_image(session, url, image))
+            paths.append(path)
+    return paths
+
+
 def uploader(url: str):
+    """A function that uploads an image file to ComfyUI's input folder and returns its name there."""
     import requests
 
     def upload(path: Path) -> str:
@@ -148,6 +226,7 @@ def uploader(url: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the workflow; 0 on success, 1 when ComfyUI refused or failed it, 2 for unusable arguments."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workflow", type=Path, help="an API-format workflow (example_workflows/api/*.json)")
     parser.add_argument("--url", help="a running ComfyUI, e.g. http://127.0.0.1:8188 (default: start one)")
@@ -157,11 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--set", action="append", metavar="TITLE.INPUT=VALUE")
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder the output images are downloaded to "
+                                                                  "(default: the current folder)")
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args(argv)
-    prompt = json.loads(args.workflow.read_text())
     server = None
     try:
+        prompt = load_workflow(args.workflow)
+        check_input_files(args)
         url = args.url
         if url is None:
             from comfy_server import ComfyServer
@@ -169,17 +251,32 @@ def main(argv: list[str] | None = None) -> int:
             server = ComfyServer(Path(tempfile.mkdtemp(prefix="mca_run_"))).start()
             url = server.url
             print(f"started ComfyUI at {url} (log: {server.log_path})")
+        check_server(url)
         images = asyncio.run(run(url, apply_arguments(prompt, args, uploader(url)), args.timeout))
+        paths = asyncio.run(download(url, images, args.out))
+    except InputError as error:
+        print(f"run_workflow: {error}", file=sys.stderr)
+        return 2
     except WorkflowError as error:
         print(f"ComfyUI error:\n{error}", file=sys.stderr)
+        return 1
+    except connection_errors() as error:
+        print(f"run_workflow: lost ComfyUI at {url} ({type(error).__name__}): is it still running?", file=sys.stderr)
         return 1
     finally:
         if server is not None:
             server.stop()
-    for image in images:
-        folder = server.output_dir if server else "ComfyUI's output folder"
-        print(f"output image: {folder}/{image['subfolder'] + '/' if image['subfolder'] else ''}{image['filename']}")
+    for path in paths:
+        print(f"output image: {path}")
     return 0
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the server stopped answering."""
+    import aiohttp
+    import requests
+
+    return aiohttp.ClientConnectionError, requests.ConnectionError, ConnectionError
 
 
 if __name__ == "__main__":

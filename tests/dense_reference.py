@@ -67,3 +67,83 @@ def check_recorded_calls(calls: list, expected_op, subject_mask, edit_mask) -> s
                                    atol=2e-5, rtol=1e-4,
                                    msg=lambda m, call=call, op=op: f"step {call['step']} {call['key']} {op}: {m}")
     return seen
+
+
+# --- joint attention (Flux-style MMDiT): each row's sequence is [text tokens; image tokens] ----------------
+
+def _heads_first_dense(q, k, v, allowed):
+    """``[1, H, Lq, d]`` queries over ``[1, H, Lk, d]`` keys where ``allowed`` [Lk]; none allowed -> all."""
+    if not bool(allowed.any()):
+        allowed = torch.ones_like(allowed)
+    scores = (q.double() @ k.double().transpose(-1, -2)) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(~allowed.view(1, 1, 1, -1), float("-inf"))
+    return scores.softmax(-1) @ v.double()
+
+
+def dense_joint_expected(call: dict, op: Op, subject_mask, edit_mask):
+    """The paper's rules carried over to joint attention, as the issue states them, for one recorded call.
+
+    Output ``[B, L, H*d]``. Every row and the target's text queries: ordinary attention over the row's own
+    sequence. Target image queries: SALQ over [target text; subject image in subject_mask] and [target text;
+    condition image outside edit_mask]; SAGI the subject's / condition's own image queries over [own text;
+    own image keys in the same regions]; blended by the edit mask. An empty image key set means all image keys.
+    """
+    q, k, v, text = call["q"], call["k"], call["v"], call["text_tokens"]
+    batch, heads, length, dim = q.shape
+    every = torch.ones(length, dtype=torch.bool)
+    out = torch.cat([_heads_first_dense(q[r:r + 1], k[r:r + 1], v[r:r + 1], every) for r in range(batch)])
+    if op is not Op.NONE:
+        grid = call["grid"]
+        subject, edit = mask_at(subject_mask, *grid), mask_at(edit_mask, *grid)
+        weight = edit.double().view(1, 1, -1, 1)
+        with_text = torch.ones(text, dtype=torch.bool)
+        for chunk in range(len(call["cond_or_uncond"])):
+            c, s, t = 3 * chunk, 3 * chunk + 1, 3 * chunk + 2
+
+            def region(query_row, text_row, image_row, allowed_image):
+                keys = torch.cat([k[text_row:text_row + 1, :, :text], k[image_row:image_row + 1, :, text:]], 2)
+                values = torch.cat([v[text_row:text_row + 1, :, :text], v[image_row:image_row + 1, :, text:]], 2)
+                allowed = allowed_image if bool(allowed_image.any()) else torch.ones_like(allowed_image)
+                return _heads_first_dense(q[query_row:query_row + 1, :, text:], keys, values,
+                                          torch.cat([with_text, allowed]))
+
+            if op is Op.SALQ:
+                fg, bg = region(t, t, s, subject > 0.5), region(t, t, c, edit <= 0.5)
+            else:
+                fg, bg = region(s, s, s, subject > 0.5), region(c, c, c, edit <= 0.5)
+            out[t, :, text:] = (weight * fg + (1 - weight) * bg)[0]
+    return out.transpose(1, 2).reshape(batch, length, heads * dim)
+
+
+def recording_override(model, calls: list, token_grid):
+    """A clone whose attention override (the patch's own) also records what it receives and returns."""
+    recorder = model.clone()
+    options = dict(recorder.model_options["transformer_options"])
+    override = options["optimized_attention_override"]
+
+    def record(func, *args, **kwargs):
+        out = override(func, *args, **kwargs)
+        extra = kwargs["transformer_options"]
+        current = run_step(extra)
+        q, k, v = args[:3]
+        grid = token_grid(current.run.latent_size)
+        calls.append(dict(q=q.clone(), k=k.clone(), v=v.clone(), out=out.clone(), step=current.step,
+                          key=(extra["block_type"], extra["block_index"]), cond_or_uncond=list(extra["cond_or_uncond"]),
+                          grid=grid, text_tokens=q.shape[2] - grid[0] * grid[1]))
+        return out
+
+    options["optimized_attention_override"] = record
+    recorder.model_options["transformer_options"] = options
+    return recorder
+
+
+def check_joint_calls(calls: list, expected_op, subject_mask, edit_mask) -> set:
+    """Every recorded joint-attention output equals the dense formula for its (step, site) op."""
+    seen = set()
+    for call in calls:
+        op = expected_op(call["step"], call["key"])
+        seen.add(op)
+        torch.testing.assert_close(call["out"].double(), dense_joint_expected(call, op, subject_mask, edit_mask),
+                                   atol=2e-5, rtol=1e-4,
+                                   msg=lambda m, call=call, op=op: f"step {call['step']} {call['key']} {op}: {m}")
+    return seen

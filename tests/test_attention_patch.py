@@ -8,7 +8,8 @@ import torch
 
 import comfy.sample
 import comfy.samplers
-from mca_ctrl.mca_attention.comfy_patch import find_attention_sites, mca_state, patch_model
+from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model
+from mca_ctrl.mca_attention.unet_layers import find_attention_sites
 from dense_reference import check_recorded_calls, recording
 from mca_ctrl.mca_attention.run import MCARun
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop

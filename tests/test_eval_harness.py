@@ -21,8 +21,9 @@ import comfy_server
 from comfy_server import REPO
 from random_metric_models import EXAMPLES, write_metric_models
 
-from mca_eval import cli
+from mca_eval import cleanup, cli, workflow
 from mca_eval.contact_sheet import HEADER
+from mca_eval.errorlog import ErrorLog
 from mca_eval.grid import AXIS_STRIP, GAP, METRIC_LABEL, ROW_LABELS, TITLE
 from slm_models import write_models
 
@@ -113,7 +114,7 @@ def test_swap_set_runs_over_two_servers_logs_a_failing_item_and_draws_the_contac
     rows = read_csv(out / "results.csv")
     assert rows["broken"]["status"] == "not generated"
     errors = (out / "errors.log").read_text()
-    assert "broken\tgenerate" in errors and "LoadImage" in errors and "cannot identify image" in errors
+    assert f"broken\tgenerate\t-\tsubject_image {bench / 'broken.png'} cannot be read as an image" in errors
     good = [rows["cat_to_cup"], rows["astronaut_to_cup"]]
     assert [row["status"] for row in good] == ["ok", "ok"], errors
     assert {row["server"] for row in good} == {servers[0].url, servers[1].url}, "items were not spread over both"
@@ -208,3 +209,69 @@ def test_sweep_2x2_renders_a_labelled_grid(servers, random_checkpoint, metric_ar
             y, x = top + row * (cell + METRIC_LABEL + GAP), left + column * (cell + GAP)
             assert grid[y:y + cell, x:x + cell].std() > 1, "a cell has no image"
             assert ink[y + cell:y + cell + METRIC_LABEL, x:x + cell].any(), "a cell has no metric"
+
+
+def one_item_set(folder: Path, subject: str, **fields) -> Path:
+    """A generation manifest of one item whose subject image is ``folder / subject``."""
+    folder.mkdir(exist_ok=True)
+    item = {"id": "item", "subject_image": subject, "subject_phrase": "the cat", "subject_words": "cat",
+            "target_prompt": "a cat on the beach", **fields}
+    (folder / "manifest.json").write_text(json.dumps([item]))
+    return folder
+
+
+def test_non_image_input_is_named_by_its_manifest_field_and_path(servers, random_checkpoint, tmp_path, capsys):
+    bench = one_item_set(tmp_path / "broken_set", "not_an_image.png", id="broken")
+    (bench / "not_an_image.png").write_bytes(b"not an image")
+    out = tmp_path / "broken_out"
+    code = cli.main(["generation", str(bench), "--out", str(out), "--url", servers[0].url, "--no-metrics",
+                     *small_run_args(random_checkpoint, "generation")])
+    printed = capsys.readouterr()
+    assert code == 1, printed.out + printed.err
+    [entry] = ErrorLog(out / "errors.log").entries()
+    assert entry["item"] == "broken" and entry["stage"] == "generate", entry
+    assert "subject_image" in entry["message"] and str(bench / "not_an_image.png") in entry["message"], entry
+    assert "mca_eval_" not in entry["message"], "the error names the server's upload, not the manifest's file"
+
+
+@pytest.mark.parametrize("sweep, problem", [("sagi_end=abc", "'abc' is not a number"),
+                                            ("sagi_end=2.5", "2.5 is outside -1.0 .. 1.0"),
+                                            ("preset=bogus", "'bogus' is not one of")])
+def test_sweep_values_are_checked_against_the_widget_before_the_first_item(servers, random_checkpoint, tmp_path,
+                                                                          capsys, sweep, problem):
+    bench, out = generation_set(tmp_path / "sweep_check_set"), tmp_path / "sweep_check_out"
+    queued = len(servers[0].get("/history"))
+    code = cli.main(["generation", str(bench), "--out", str(out), "--url", servers[0].url, "--no-metrics",
+                     "--sweep", sweep, *small_run_args(random_checkpoint, "generation")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"mca-eval: --sweep {sweep.split('=')[0]}: {problem}"), line
+    assert len(servers[0].get("/history")) == queued and not (out / "items").exists(), "an item ran first"
+
+
+def test_run_removes_its_uploads_and_outputs_from_the_server(servers, random_checkpoint, tmp_path, capsys):
+    bench = one_item_set(tmp_path / "cleanup_set", "cat.png", id="cleanup_cat")
+    with Image.open(EXAMPLES / "mca_example_cat.png") as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(bench / "cat.png")  # an upload no other test makes
+    server, out = servers[1], tmp_path / "cleanup_out"
+    code = cli.main(["generation", str(bench), "--out", str(out), "--url", server.url, "--no-metrics",
+                     *small_run_args(random_checkpoint, "generation")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out + printed.err
+    assert Image.open(out / "items" / "cleanup_cat" / "result.png").size == (64, 64)
+    assert not (server.root / "input" / workflow.upload_name(bench / "cat.png")).exists(), "the upload stayed"
+    assert not (server.output_dir / "mca_eval" / "cleanup_cat").exists(), "the item's outputs stayed"
+    last = printed.out.strip().splitlines()[-1]
+    assert last.startswith(f"cleaned up {server.url}: removed 1 upload(s)"), printed.out
+
+
+def test_files_left_on_a_server_are_named_in_the_last_line(servers):
+    made = cleanup.ServerFiles(servers[0].url)
+    made.add("input", "mca_eval_0123456789abcdef0123.png", b"elsewhere")
+    made.add("output", "mca_eval/item/mca_eval_00001_.png", b"elsewhere")
+    line = cleanup.clean_up(made)  # the server's folders are named on its command line, the files are not there
+    root = servers[0].root
+    assert line.startswith(f"left on {servers[0].url}: 1 upload(s) in {root / 'input'} "
+                           f"(mca_eval_0123456789abcdef0123.png) and 1 image(s) in {root / 'output'} (mca_eval/)"), line
+    assert "ComfyUI has no HTTP call that deletes files" in line

@@ -1,9 +1,11 @@
 """The shipped example workflows: up to date, UI and API agree, and each runs on a real server."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -43,13 +45,57 @@ def server(tmp_path_factory, random_checkpoint, random_vega_checkpoint):
     server.stop()
 
 
-def test_workflow_files_are_generated_from_their_single_source(server):
+@pytest.fixture(scope="module")
+def object_info(tmp_path_factory) -> dict:
+    """``/object_info`` of a real ComfyUI with the pack; no models needed (widget order and socket types)."""
+    server = comfy_server.ComfyServer(tmp_path_factory.mktemp("object_info_server")).start()
+    try:
+        return server.get("/object_info")
+    finally:
+        server.stop()
+
+
+def meaning(text: str) -> dict:
+    """What a workflow file says, leaving out what the host's /object_info decides (socket types, node sizes and
+    positions, output sockets): node types, titles and widget values, the links and the inputs they feed, the
+    groups. An API file is compared whole."""
+    workflow = json.loads(text)
+    if "nodes" not in workflow:
+        return workflow
+    return {"nodes": {node["id"]: (node["type"], node.get("title"), node["widgets_values"],
+                                   [(socket["name"], socket["link"]) for socket in node["inputs"]])
+                      for node in workflow["nodes"]},
+            "links": sorted(link[:5] for link in workflow["links"]),  # id, source, slot, target, slot (no type)
+            "groups": [group["title"] for group in workflow["groups"]]}
+
+
+def assert_workflow_files_current(files: dict) -> None:
+    """Each shipped file means what ``build_workflows.render`` writes."""
+    for path, text in files.items():
+        assert meaning(path.read_text()) == meaning(text), f"{path.name} is stale: run scripts/build_workflows.py"
+
+
+def test_workflow_files_are_generated_from_their_single_source(object_info):
     import build_workflows
 
-    files = build_workflows.render(server.get("/object_info"))
+    files = build_workflows.render(object_info)
     assert len(files) == 2 * len(TASKS)
-    for path, text in files.items():
-        assert path.read_text() == text, f"{path.name} is stale: run scripts/build_workflows.py"
+    assert_workflow_files_current(files)
+
+
+def test_workflow_check_ignores_what_the_host_decides(object_info):
+    """A newer ComfyUI describes SaveImage's outputs differently (sockets, sizes): the files still mean the same."""
+    import build_workflows
+
+    newer = copy.deepcopy(object_info)
+    newer["SaveImage"].update(output=["IMAGE"], output_name=["images"], output_is_list=[False])
+    newer["VAEDecode"]["output"] = ["IMAGE_V3"]
+    files = build_workflows.render(newer)
+    assert_workflow_files_current(files)
+    path, text = next(iter(files.items()))
+    assert '"mca_example_cat.png"' in text
+    with pytest.raises(AssertionError, match="stale"):  # a widget value still counts
+        assert_workflow_files_current({path: text.replace('"mca_example_cat.png"', '"other.png"')})
 
 
 def ui_to_api(ui: dict, object_info: dict) -> dict:
@@ -80,13 +126,13 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_ui_and_api_files_agree(server, task):
+def test_ui_and_api_files_agree(object_info, task):
     ui = json.loads((WORKFLOWS / f"{task}.json").read_text())
     api = json.loads((WORKFLOWS / "api" / f"{task}.json").read_text())
     assert ui["version"] == 0.4 and any(node["type"] == "Note" for node in ui["nodes"])
     for node in api.values():
         node.pop("_meta", None)
-    assert ui_to_api(ui, server.get("/object_info")) == api
+    assert ui_to_api(ui, object_info) == api
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -133,7 +179,7 @@ def test_ui_workflow_reads_left_to_right_in_labelled_groups(task):
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_api_workflow_runs_through_run_workflow(server, task, capsys):
+def test_api_workflow_runs_through_run_workflow(server, task, capsys, tmp_path):
     import run_workflow
 
     sdxl = task in SDXL_TASKS
@@ -144,17 +190,18 @@ def test_api_workflow_runs_through_run_workflow(server, task, capsys):
                  "ImageScale.width=64", "ImageScale.height=64", "MCA_SLMMask.detection_size=64"]
     if task == "mca_generation":
         overrides += ["EmptyLatentImage.width=64", "EmptyLatentImage.height=64"]
-    args = [str(WORKFLOWS / "api" / f"{task}.json"), "--url", server.url, "--steps", str(steps), "--seed", "3"]
+    args = [str(WORKFLOWS / "api" / f"{task}.json"), "--url", server.url, "--steps", str(steps), "--seed", "3",
+            "--out", str(tmp_path)]
     for item in overrides:
         args += ["--set", item]
     code = run_workflow.main(args)
     printed = capsys.readouterr()
     assert code == 0, printed.err + server.log()[-3000:]
     assert f"step {steps}/{steps}" in printed.out, "progress was not shown"
-    names = [line.rsplit("/", 1)[-1] for line in printed.out.splitlines() if line.startswith("output image:")]
-    assert len(names) == 1
-    matches = list(server.output_dir.rglob(names[0]))
-    assert matches and Image.open(matches[0]).size == (64, 64)
+    paths = [Path(line.split(": ", 1)[1]) for line in printed.out.splitlines() if line.startswith("output image: ")]
+    assert len(paths) == 1 and paths[0].parent == tmp_path
+    assert Image.open(paths[0]).size == (64, 64)
+    assert (server.output_dir / paths[0].name).read_bytes() == paths[0].read_bytes()
 
 
 def test_run_workflow_prints_comfyui_errors_readably(server, capsys):

@@ -8,7 +8,8 @@ import torch
 import comfy.samplers
 import random_models
 from dense_reference import check_recorded_calls, recording
-from mca_ctrl.mca_attention.comfy_patch import check_model, mca_state, patch_model, resolve_schedule
+from mca_ctrl.mca_attention.adapters import model_adapter
+from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model, resolve_schedule
 from mca_ctrl.mca_attention.layout import TARGET
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
@@ -66,11 +67,12 @@ def sample_rows(model, family_name, cfg=5.0, seeds=(1, 2, 3)):
 def test_site_counts_and_the_preset_site_of_each_family(family):
     name, model = family
     count, preset_site, preset_key = FAMILIES[name]
-    sites = check_model(model)
+    adapter = model_adapter(model)
+    sites = adapter.sites
     assert len(sites) == count
-    resolved = resolve_schedule(PRESETS[Task.SWAP].schedule, sites)
+    resolved = resolve_schedule(PRESETS[Task.SWAP].schedule, adapter)
     assert resolved.salq_first_layer == preset_site and sites[preset_site].key == preset_key
-    assert resolve_schedule(PRESETS[Task.GENERATION].schedule, sites).salq_first_layer == 0
+    assert resolve_schedule(PRESETS[Task.GENERATION].schedule, adapter).salq_first_layer == 0
     table = resolved.table(50, count)
     for step, row in enumerate(table):  # the official step bounds on every family
         for layer, op in enumerate(row):
@@ -79,7 +81,7 @@ def test_site_counts_and_the_preset_site_of_each_family(family):
 
 def test_sd15_preset_is_the_official_site_9():
     model = random_models.tiny_sd15_model()
-    assert resolve_schedule(PRESETS[Task.SWAP].schedule, check_model(model)).salq_first_layer == 9
+    assert resolve_schedule(PRESETS[Task.SWAP].schedule, model_adapter(model)).salq_first_layer == 9
 
 
 def test_the_layer_setting_means_the_same_fraction_everywhere(family):
@@ -91,8 +93,10 @@ def test_the_layer_setting_means_the_same_fraction_everywhere(family):
     raw = attention_patch.effective_schedule(PRESETS[Task.SWAP].schedule, count, 0.5, 3, sagi_start=-1.0,
                                              sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0)
     assert raw.salq_first_layer == 3, "the raw site index wins"
-    with pytest.raises(ValueError, match=f"beyond this model's {count} self-attention sites"):
-        patch_model(model, PRESETS[Task.SWAP], schedule_of(model, salq_first_layer=count + 1), SUBJECT_MASK, EDIT_MASK)
+    for beyond in (count, count + 1):  # the site count itself is one past the last site: SALQ would run nowhere
+        with pytest.raises(ValueError, match=f"beyond this .* model's {count} self-attention sites .*run nowhere"):
+            patch_model(model, PRESETS[Task.SWAP], schedule_of(model, salq_first_layer=beyond), SUBJECT_MASK,
+                        EDIT_MASK)
 
 
 def test_sd15_fraction_reproduces_the_official_site():
@@ -172,8 +176,9 @@ def test_rows_with_other_size_options_are_refused(pack):
 
 
 def test_a_dit_model_is_refused_with_its_family_name(pack):
-    with pytest.raises(ValueError, match="this Stable Diffusion 3 model is a .*MMDIT.*which has none"):
-        check_model(random_models.tiny_dit_model())
+    with pytest.raises(ValueError, match="cannot patch this Stable Diffusion 3 model: its diffusion model is a "
+                                         ".*MMDIT.*supported: SD1.x.*Flux.1.*Chroma"):
+        model_adapter(random_models.tiny_dit_model())
 
 
 def inverted(model, seed, steps=STEPS, scale=1.0):

@@ -5,7 +5,8 @@ describes the benchmark layouts, the metric model folders and the outputs.
 
 Modules, one job each: ``items`` (what one benchmark item is), ``readers`` (manifest and DreamBench
 layouts), ``sweep`` (the parameter grid), ``workflow`` (the per-item API prompt), ``comfy_api`` (HTTP calls,
-built on scripts/run_workflow.py), ``harness`` (the generation run: servers, resume), ``errorlog``,
+built on scripts/run_workflow.py), ``harness`` (the generation run: servers, resume), ``cleanup`` (removing the
+run's files from the servers), ``errorlog``,
 ``regions`` (masks and image regions), ``models`` (metric models from local folders), ``metrics`` (the
 paper's scores), ``scoring`` (the metric pass), ``report`` (CSV and Markdown), ``drawing``,
 ``contact_sheet`` and ``grid`` (images), ``cli`` (arguments).

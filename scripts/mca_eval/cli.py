@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -96,7 +97,7 @@ def evaluate(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     errors = ErrorLog(args.out / "errors.log")
     settings = harness.GenerationSettings(template=template, urls=tuple(args.url), overrides=tuple(args.set),
-                                          steps=args.steps, seed=args.seed, timeout=args.timeout)
+                                          steps=args.steps, seed=args.seed, timeout=args.timeout, sweep=axes)
     print(f"{len(items)} item(s) of {args.benchmark} through {template_path.name} -> {args.out}")
     generated = _generate(items, settings, args, errors)
     scored = scoring.score(items, models, args.out, errors, progress=not args.quiet) if models else None
@@ -125,7 +126,7 @@ def _load_models(args: argparse.Namespace):
 
 
 def _generate(items, settings, args: argparse.Namespace, errors):
-    """Generation on the given servers, or on one ComfyUI started for the run (its own models folder)."""
+    """Generation on the given servers, or on one ComfyUI started for the run (its own folders, removed after)."""
     from dataclasses import replace
 
     from mca_eval.harness import generate
@@ -135,9 +136,11 @@ def _generate(items, settings, args: argparse.Namespace, errors):
     server = scripts_module("comfy_server").ComfyServer(Path(tempfile.mkdtemp(prefix="mca_eval_comfy_"))).start()
     print(f"started ComfyUI at {server.url} (log: {server.log_path})")
     try:
-        return generate(items, replace(settings, urls=(server.url,)), args.out, errors, progress=not args.quiet)
+        summary = generate(items, replace(settings, urls=(server.url,)), args.out, errors, progress=not args.quiet)
     finally:
         server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)  # kept (with its log) when the run broke off
+    return summary
 
 
 def _print_summary(generated, scored, rows, out: Path, written: list[Path]) -> None:
@@ -151,3 +154,5 @@ def _print_summary(generated, scored, rows, out: Path, written: list[Path]) -> N
         print(f"some items failed: see {out / 'errors.log'}")
     for path in [out / "results.csv", out / "results.md", *written]:
         print(f"wrote {path}")
+    for line in generated.cleanup:
+        print(line)

@@ -23,16 +23,13 @@ def scripts_module(name: str) -> ModuleType:
 
 
 def run_workflow_module() -> ModuleType:
-    """``scripts/run_workflow.py``: apply_arguments, run, uploader, WorkflowError."""
+    """``scripts/run_workflow.py``: apply_arguments, run, uploader, fetch_image, WorkflowError."""
     return scripts_module("run_workflow")
 
 
 def server_down_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the server is gone (as opposed to one item failing on it)."""
-    import aiohttp
-    import requests
-
-    return aiohttp.ClientConnectionError, requests.ConnectionError, ConnectionError
+    return run_workflow_module().connection_errors()
 
 
 async def check_server(session, url: str) -> None:
@@ -44,6 +41,13 @@ async def check_server(session, url: str) -> None:
             await response.json()
     except (OSError, asyncio.TimeoutError) as error:
         raise ConnectionError(f"no ComfyUI answers at {url} ({error}); start it (make run) or fix --url") from None
+
+
+async def input_spec(session, url: str, class_type: str, name: str) -> list | None:
+    """The ``/object_info`` spec of input ``name`` of ``class_type`` (None when the server has no such input)."""
+    async with session.get(f"{url}/object_info/{class_type}") as response:
+        info = (await response.json()).get(class_type, {}).get("input", {})
+    return {**info.get("required", {}), **info.get("optional", {})}.get(name)
 
 
 async def upload(url: str, uploads: tuple[tuple[str, Path], ...]) -> None:
@@ -63,10 +67,4 @@ async def run_prompt(url: str, prompt: dict, timeout: float, log) -> list[dict]:
 
 async def fetch_image(session, url: str, image: dict) -> bytes:
     """The bytes of an output image record ({filename, subfolder, type}) from ``/view``."""
-    params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
-              "type": image.get("type", "output")}
-    async with session.get(f"{url}/view", params=params) as response:
-        if response.status != 200:
-            raise run_workflow_module().WorkflowError(
-                f"ComfyUI could not serve {image['filename']} ({response.status})")
-        return await response.read()
+    return await run_workflow_module().fetch_image(session, url, image)

@@ -3,7 +3,10 @@
 Each ``--url`` gets one worker that takes the next item when its server is free, so every server keeps
 its own model cache and a faster GPU simply takes more items. An item is done when its folder holds
 ``item.json`` (written after all its images); such items are skipped on the next run. A server that
-stops answering hands its item back to the others.
+stops answering hands its item back to the others. Before the first item, image files that do not open fail
+their item (named by manifest field and path) and sweep values are checked against the server's widgets;
+when the run ends (not when it is interrupted), what it uploaded and saved on the servers is removed
+(``cleanup``).
 """
 from __future__ import annotations
 
@@ -15,9 +18,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from mca_eval import comfy_api
+from mca_eval.cleanup import ServerFiles, clean_up
 from mca_eval.errorlog import ErrorLog
 from mca_eval.items import EvalItem
+from mca_eval.readers import PATH_FIELDS
+from mca_eval.sweep import Axis, check_values
 from mca_eval.workflow import CAPTURE_PREFIX, PreparedPrompt, prepare
 
 RECORD = "item.json"
@@ -39,6 +47,7 @@ class GenerationSettings:
     seed: int | None = None
     timeout: float = 3600.0
     prefix: str = "mca_eval"
+    sweep: tuple[Axis, ...] = ()
 
 
 @dataclass
@@ -49,6 +58,7 @@ class GenerationSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)
+    cleanup: list[str] = field(default_factory=list)  # one line per server: removed files, or where they stay
 
 
 def item_dir(out: Path, item_id: str) -> Path:
@@ -91,13 +101,60 @@ def generate(items: list[EvalItem], settings: GenerationSettings, out: Path, err
     summary = GenerationSummary(skipped=done)
     if done:
         print(f"{len(done)} item(s) already done in {out}: skipped")
+    todo = _drop_unreadable(todo, errors, summary)
     if todo:
-        asyncio.run(_generate_all(todo, settings, out, errors, summary, progress))
+        made = {url: ServerFiles(url) for url in settings.urls}
+        asyncio.run(_generate_all(todo, settings, out, errors, summary, progress, made))
+        summary.cleanup = [line for files in made.values() if (line := clean_up(files))]
     return summary
 
 
+def unreadable_image(item: EvalItem, verdicts: dict[Path, str | None]) -> str | None:
+    """Why an image file of ``item`` does not open, naming its manifest field and path (None if all open).
+    ``verdicts`` caches each file's verdict (sweep cells share files)."""
+    for name in PATH_FIELDS:
+        path = getattr(item, name)
+        if path is None:
+            continue
+        if path not in verdicts:
+            verdicts[path] = _image_problem(path)
+        if verdicts[path]:
+            return f"{name} {path} {verdicts[path]}"
+    return None
+
+
+def _image_problem(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        return f"cannot be read as an image ({type(error).__name__}); fix or replace that file of the manifest"
+    return None
+
+
+def _drop_unreadable(todo: list, errors: ErrorLog, summary: GenerationSummary) -> list:
+    """``todo`` without the items whose image files do not open; those are logged as failed."""
+    kept, verdicts = [], {}
+    for item, prepared in todo:
+        problem = unreadable_image(item, verdicts)
+        if problem is None:
+            kept.append((item, prepared))
+        else:
+            summary.failed.append(item.id)
+            print(f"{item.id} failed: {errors.add(item.id, 'generate', '-', problem)}")
+    return kept
+
+
+async def _check_sweep_values(session, url: str, settings: GenerationSettings) -> None:
+    """SweepError unless every sweep value suits its widget as ``url``'s /object_info describes it."""
+    nodes_titled = comfy_api.run_workflow_module().nodes_titled
+    for axis in settings.sweep:
+        for class_type in sorted({node["class_type"] for node in nodes_titled(settings.template, axis.title)}):
+            check_values(axis, class_type, await comfy_api.input_spec(session, url, class_type, axis.input))
+
+
 async def _generate_all(todo: list, settings: GenerationSettings, out: Path, errors: ErrorLog,
-                        summary: GenerationSummary, progress: bool) -> None:
+                        summary: GenerationSummary, progress: bool, made: dict[str, ServerFiles]) -> None:
     import aiohttp
     from tqdm import tqdm
 
@@ -112,29 +169,33 @@ async def _generate_all(todo: list, settings: GenerationSettings, out: Path, err
         if not live:
             raise HarnessError(f"none of the servers answers ({', '.join(settings.urls)}): start ComfyUI "
                                f"(make run, one per GPU) and pass each with --url")
+        await _check_sweep_values(session, live[0], settings)
         queue = deque(todo)
         with tqdm(total=len(todo), desc=f"generating on {len(live)} server(s)", unit="item",
                   disable=not progress) as bar:
-            await asyncio.gather(*(_worker(session, url, queue, settings, out, errors, summary, bar) for url in live))
+            await asyncio.gather(*(_worker(session, url, queue, settings, out, errors, summary, bar, made[url])
+                                   for url in live))
     for item, _ in queue:
         summary.not_run.append(item.id)
         errors.add(item.id, "generate", "-", "not run: no server was left answering")
 
 
 async def _worker(session, url: str, queue: deque, settings: GenerationSettings, out: Path, errors: ErrorLog,
-                  summary: GenerationSummary, bar) -> None:
+                  summary: GenerationSummary, bar, made: ServerFiles) -> None:
     down = comfy_api.server_down_errors()
-    uploaded: set[str] = set()  # upload names are content hashes: a file goes to each server once
     while queue:
         item, prepared = queue.popleft()
         started = time.perf_counter()
         try:
-            await comfy_api.upload(url, tuple(upload for upload in prepared.uploads if upload[0] not in uploaded))
-            uploaded.update(name for name, _ in prepared.uploads)
+            # upload names are content hashes: a file goes to each server once
+            uploads = tuple(upload for upload in prepared.uploads if ("input", upload[0]) not in made.files)
+            await comfy_api.upload(url, uploads)
+            for name, path in uploads:
+                made.add("input", name, Path(path).read_bytes())
             images = await comfy_api.run_prompt(
                 url, prepared.prompt, settings.timeout,
                 log=lambda message, url=url: bar.set_postfix_str(f"{url.split('//')[-1]} {message.strip()}"))
-            await _save_outputs(session, url, images, prepared, item_dir(out, item.id))
+            await _save_outputs(session, url, images, prepared, item_dir(out, item.id), made)
         except down as error:
             queue.appendleft((item, prepared))
             message = errors.add(item.id, "generate", url, f"server stopped answering ({error}); it takes no more "
@@ -150,8 +211,10 @@ async def _worker(session, url: str, queue: deque, settings: GenerationSettings,
         bar.update(1)
 
 
-async def _save_outputs(session, url: str, images: list[dict], prepared: PreparedPrompt, folder: Path) -> None:
-    """Writes ``<role>.png`` for each image of the captured batch (batch order = ``prepared.roles``)."""
+async def _save_outputs(session, url: str, images: list[dict], prepared: PreparedPrompt, folder: Path,
+                        made: ServerFiles) -> None:
+    """Writes ``<role>.png`` for each image of the captured batch (batch order = ``prepared.roles``); records the
+    server's copies in ``made``."""
     batch = [image for image in images if image.get("subfolder", "").replace("\\", "/") == prepared.subfolder
              and OUTPUT_NAME.match(image.get("filename", ""))]
     if len(batch) != len(prepared.roles):
@@ -160,7 +223,10 @@ async def _save_outputs(session, url: str, images: list[dict], prepared: Prepare
             f"({', '.join(prepared.roles)}); is the result a batch of one image?")
     folder.mkdir(parents=True, exist_ok=True)
     for role, image in zip(prepared.roles, batch):
-        (folder / f"{role}.png").write_bytes(await comfy_api.fetch_image(session, url, image))
+        content = await comfy_api.fetch_image(session, url, image)
+        (folder / f"{role}.png").write_bytes(content)
+        if image.get("type", "output") == "output":
+            made.add("output", f"{image['subfolder']}/{image['filename']}", content)
 
 
 def _write_record(out: Path, item: EvalItem, prepared: PreparedPrompt, url: str, seconds: float) -> None:

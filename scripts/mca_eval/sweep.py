@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, replace
 
 from mca_eval.items import EvalItem, safe_id
@@ -41,6 +42,37 @@ def parse_axis(spec: str) -> Axis:
         raise SweepError(f"--sweep needs 'name=value1,value2,...', got '{spec}'")
     title, _, input_name = name.rpartition(".")
     return Axis(name=name, title=title or PATCH_NODE, input=input_name, values=tuple(parse_value(p) for p in parts))
+
+
+def check_values(axis: Axis, class_type: str, spec: list | None) -> None:
+    """SweepError unless every value of ``axis`` suits the widget ``spec`` (the input's ``/object_info`` entry)."""
+    if not spec:
+        raise SweepError(f"--sweep {axis.name}: the server's {class_type} has no input '{axis.input}'")
+    kind, options = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
+    choices = kind if isinstance(kind, list) else options.get("options") if kind == "COMBO" else None
+    for value in axis.values:
+        problem = _value_problem(value, kind, options, choices)
+        if problem:
+            raise SweepError(f"--sweep {axis.name}: {value!r} {problem} ({class_type}.{axis.input})")
+
+
+def _value_problem(value, kind, options: dict, choices: list | None) -> str | None:
+    """Why ``value`` does not suit a widget of ``kind`` (None when it does), as ComfyUI's validation sees it."""
+    if choices is not None:
+        shown = ", ".join(map(str, choices[:10])) + (", ..." if len(choices) > 10 else "")
+        return None if value in choices else f"is not one of {shown}"
+    if kind in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return "is not a number"
+        if kind == "INT" and value != int(value):
+            return "is not a whole number"
+        low, high = options.get("min", -math.inf), options.get("max", math.inf)
+        return None if low <= value <= high else f"is outside {low} .. {high}"
+    if kind == "BOOLEAN":
+        return None if isinstance(value, bool) else "is not true or false"
+    if kind == "STRING":
+        return None
+    return f"cannot be swept: this {kind} input is fed by a link, not a widget"
 
 
 def cells(axes: tuple[Axis, ...]) -> list[tuple[tuple[str, object], ...]]:

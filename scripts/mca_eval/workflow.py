@@ -50,11 +50,9 @@ class PreparedPrompt:
 def load_template(path: Path) -> dict:
     """An API-format workflow (``example_workflows/api/*.json``)."""
     try:
-        prompt = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise WorkflowShapeError(f"cannot read the workflow {path}: {error}") from None
-    if not isinstance(prompt, dict) or not all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
-        raise WorkflowShapeError(f"{path} is not an API-format workflow (export it with 'Save (API)')")
+        prompt = run_workflow_module().load_workflow(Path(path))
+    except run_workflow_module().InputError as error:
+        raise WorkflowShapeError(str(error)) from None
     for class_type in (SAMPLER_NODE, PATCH_NODE, SAVE_NODE):
         only_node(prompt, class_type)
     return prompt

@@ -1,0 +1,160 @@
+"""UNet adapter (SD1.x, SD2.x, SDXL and its distilled variants): attn1 replacements at every site.
+
+Rows 0 (condition) and 1 (subject) keep ordinary attention; row 2 (target) gets SAGI, SALQ or
+ordinary attention by the schedule, the same in every cond/uncond chunk, whether ComfyUI batches the
+chunks or runs them one by one. Generation records the target's cross-attention with an attn2 patch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from comfy.ldm.modules import attention as comfy_attention  # looked up per call: ComfyUI may swap it
+
+from ..attention import target_attention
+from ..cross_attention_mask import token_attention_map
+from ..layout import ROWS_PER_CHUNK
+from ..run import run_step
+from ..schedule import Op
+from ..state import OUTSIDE_MCA_SAMPLER, MCAState
+from ..unet_layers import AttentionSite, find_attention_sites, preset_salq_layer
+from .base import ModelAdapter
+
+
+def is_unet(diffusion_model: torch.nn.Module) -> bool:
+    return all(hasattr(diffusion_model, name) for name in ("input_blocks", "output_blocks"))
+
+
+def ordinary_attention(q, k, v, extra_options: dict) -> torch.Tensor:
+    """ComfyUI's own self-attention, called exactly as ``CrossAttention.forward`` calls it."""
+    return comfy_attention.optimized_attention(
+        q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+        transformer_options=extra_options,
+    )
+
+
+def inactive_rows_warning(state: MCAState, rows: int, chunks: int) -> None:
+    state.warn_once("rows", f"MCA attention is inactive in a {rows // chunks}-row batch: it needs the MCA "
+                            f"Sampler's 3 rows (condition, subject, target).")
+
+
+class MCASiteAttention:
+    """attn1 replacement for one site; chains to a replacement another pack installed before us."""
+
+    def __init__(self, state: MCAState, layer: int, previous: Callable | None = None):
+        self.state = state
+        self.layer = layer
+        self.previous = previous
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def _ordinary(self, q, k, v, extra_options):
+        if self.previous is not None:
+            return self.previous(q, k, v, extra_options)
+        return ordinary_attention(q, k, v, extra_options)
+
+    def __call__(self, q, k, v, extra_options):
+        current = run_step(extra_options)
+        if current is None:
+            self.state.warn_once("outside", OUTSIDE_MCA_SAMPLER)
+            return self._ordinary(q, k, v, extra_options)
+        cache = self.state.run_cache(current.run)
+        op = cache["ops"][current.step][self.layer]
+        cond_or_uncond = extra_options["cond_or_uncond"]
+        if op is not Op.NONE and q.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond):
+            inactive_rows_warning(self.state, q.shape[0], len(cond_or_uncond))
+            op = Op.NONE
+        plan = None
+        if op is not Op.NONE:
+            height, width = extra_options["activations_shape"][-2:]
+            plan = self.state.plan(cache, current.step, int(height), int(width), q.device)
+            op = op if plan is not None else Op.NONE
+        if self.state.trace is not None:
+            self.state.trace.append((current.step, self.layer, op, len(cond_or_uncond)))
+        if op is Op.NONE:
+            return self._ordinary(q, k, v, extra_options)
+
+        rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device)
+        target = target_attention(op, q, k, v, rows, plan, extra_options["n_heads"])
+        if self.previous is not None:
+            out = self.previous(q, k, v, extra_options).clone()
+        else:
+            out = torch.empty_like(q)
+            out[rows.keep] = ordinary_attention(q[rows.keep], k[rows.keep], v[rows.keep], extra_options)
+        out[rows.target] = target.to(out.dtype)
+        return out
+
+
+def _third_level_size(original_shape) -> tuple[int, int]:
+    """Latent size after two stride-2 downsamplings (16 x 16 for a 64 x 64 latent)."""
+    height, width = int(original_shape[-2]), int(original_shape[-1])
+    return math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2)
+
+
+class MCACrossAttentionProbe:
+    """attn2_patch (a composable list entry): records the target's cross-attention to the subject words."""
+
+    def __init__(self, state: MCAState, sites: list[AttentionSite]):
+        self.state = state
+        self.cross_attention = {site.key: site.transformer.attn2 for site in sites}
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        current = run_step(extra_options)
+        cond_or_uncond = extra_options.get("cond_or_uncond", [])
+        height, width = (int(v) for v in extra_options["activations_shape"][-2:])
+        if (current is None or 0 not in cond_or_uncond or n.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond)
+                or (height, width) != _third_level_size(extra_options["original_shape"])):
+            return n, context, value
+        cache = self.state.run_cache(current.run)
+        block = extra_options["block"]
+        module = self.cross_attention[(block[0], block[1], extra_options.get("block_index", 0))]
+        rows = self.state.layout(cache, n.shape[0], cond_or_uncond, n.device)
+        target = rows.target[[i for i, kind in enumerate(cond_or_uncond) if kind == 0]]
+        q = module.to_q(n[target])
+        k = module.to_k(context[target])
+        flat = token_attention_map(q, k, extra_options["n_heads"], self.state.subject_tokens).mean(0)
+        cache["cross"].record(current.step, flat, height, width)
+        return n, context, value
+
+
+class UNetAdapter(ModelAdapter):
+    """Every ComfyUI UNet whose self-attention sits in spatial-transformer blocks, over a 4-channel latent."""
+
+    repeats_short_prompts = True
+
+    @staticmethod
+    def matches(diffusion_model: torch.nn.Module) -> bool:
+        return is_unet(diffusion_model)
+
+    def find_sites(self) -> list[AttentionSite]:
+        sites = find_attention_sites(self.model.get_model_object("diffusion_model"))
+        if not sites:
+            raise ValueError(f"this {self.family} model has no self-attention in its UNet: MCA-Ctrl has nothing "
+                             f"to control.")
+        if self.latent_channels != 4:
+            raise ValueError(f"MCA-Ctrl's UNet path needs a 4-channel latent; this {self.family} model has "
+                             f"{self.latent_channels}.")
+        return sites
+
+    @staticmethod
+    def min_side(diffusion_model) -> int:
+        """2 to the number of the UNet's stride-2 downsamplings."""
+        from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample
+
+        return 2 ** sum(isinstance(module, Downsample) for module in diffusion_model.input_blocks.modules())
+
+    def preset_first_site(self) -> int:
+        return preset_salq_layer(self.sites)
+
+    def install(self, patched, state: MCAState) -> None:
+        existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+        for site in self.sites:
+            previous = existing.get(site.key) or existing.get(site.key[:2])
+            patched.set_model_attn1_replace(MCASiteAttention(state, site.layer, previous), *site.key)
+        if state.edit_mask is None:
+            patched.set_model_attn2_patch(MCACrossAttentionProbe(state, self.sites))
