@@ -248,6 +248,18 @@ TINY_FLUX_CONFIG = dict(in_channels=16, out_channels=16, context_in_dim=TINY_CON
                         patch_size=2, qkv_bias=True, dtype=torch.float32)
 
 
+TINY_DIT_STD = 0.1  # at width 64, N(0, 0.02) weights leave the gated attention branch ~1e-4 of the residual
+
+
+def init_dit_weights(module: torch.nn.Module, seed: int, std: float = TINY_DIT_STD) -> None:
+    """``init_weights``, then the RMSNorm scales of the q/k norms (1-D ``scale``) to 1: at 0 every score is 0."""
+    init_weights(module, seed, std)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith(".scale"):
+                param.fill_(1.0)
+
+
 def _patched(model):
     import comfy.model_patcher
 
@@ -266,7 +278,7 @@ def tiny_flux_model(seed: int = 0, schnell: bool = False, **overrides):
     model_config = (comfy.supported_models.FluxSchnell if schnell else comfy.supported_models.Flux)(config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, device=torch.device("cpu"))
-    init_weights(model.diffusion_model, seed)
+    init_dit_weights(model.diffusion_model, seed)
     return _patched(model)
 
 
@@ -280,7 +292,7 @@ def tiny_chroma_model(seed: int = 0):
     model_config = comfy.supported_models.Chroma(config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, device=torch.device("cpu"))
-    init_weights(model.diffusion_model, seed)
+    init_dit_weights(model.diffusion_model, seed)
     return _patched(model)
 
 

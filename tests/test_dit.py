@@ -1,0 +1,342 @@
+"""MCA-Ctrl on Flux-style MMDiTs (Flux.1 dev / schnell, Chroma): tiny random models from ComfyUI's own classes.
+
+Every recorded attention call of a real sampling run is checked against the joint formula written in
+``dense_reference``; then the nodes' own functions (inversion, patch, sampler) run swap, add and generation.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import comfy.sample
+import comfy.samplers
+import random_models
+from dense_reference import check_joint_calls, recording_override
+from mca_ctrl.mca_attention.adapters import model_adapter
+from mca_ctrl.mca_attention.adapters.mmdit import OVERRIDE_KEY, token_grid
+from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model
+from mca_ctrl.mca_attention.layout import CONDITION, SUBJECT, TARGET
+from mca_ctrl.mca_attention.run import MCARun
+from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
+from mca_ctrl.mca_attention.schedule import MCASchedule, Op
+from mca_ctrl.mca_attention.tasks import PRESETS, Task
+from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
+from random_models import square_mask, tiny_flux_prompt
+
+STEPS = 4
+SITES = 5  # the tiny models: 2 double + 3 single blocks
+SITE_KEYS = [("double", 0), ("double", 1), ("single", 0), ("single", 1), ("single", 2)]
+# 4 steps: SAGI at step 0 (every site), SALQ at steps 1-3 from site 2 (the single blocks) on.
+SCHEDULE_KW = dict(sagi_start=0.0, sagi_end=0.25, salq_start=0.25, salq_end=1.0, salq_first_layer=2)
+SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
+LATENT = (8, 8)  # 64 px: a 4 x 4 grid of image tokens
+
+
+def expected_op(step, key):
+    layer = SITE_KEYS.index(key)
+    return Op.SAGI if step == 0 else Op.SALQ if layer >= 2 else Op.NONE
+
+
+@pytest.fixture(params=["flux", "chroma"])
+def dit(request, pack):
+    """(name, a fresh tiny model, its prompt maker)."""
+    if request.param == "flux":
+        return "flux", random_models.tiny_flux_model(seed=0), lambda seed: tiny_flux_prompt(seed)
+    return "chroma", random_models.tiny_chroma_model(seed=0), lambda seed: tiny_flux_prompt(seed, guidance=None,
+                                                                                             pooled=False)
+
+
+def row_prompts(prompt, seeds=(1, 2, 3)):
+    rows = [prompt(seed) for seed in seeds]
+    return sampler.row_prompts(*rows, repeat_short=False)
+
+
+def sample_rows(model, prompt, cfg=1.0, seed=0, run=None, negative_seed=9):
+    """The 3-row batch sampled by the MCA loop (nothing pinned), inside ComfyUI's sampler."""
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", STEPS)
+    latent = torch.zeros(3, 16, *LATENT)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    loop = comfy.samplers.KSAMPLER(mca_sample_loop, extra_options={"control": RowControl(), "run": run})
+    return comfy.sample.sample_custom(model, noise, cfg, loop, sigmas, row_prompts(prompt), prompt(negative_seed),
+                                      latent, disable_pbar=True, seed=seed)
+
+
+def patched(model, task=Task.SWAP, **schedule_kw):
+    return patch_model(model, PRESETS[task], MCASchedule(**(schedule_kw or SCHEDULE_KW)), SUBJECT_MASK, EDIT_MASK)
+
+
+def no_room_for_batching(monkeypatch):
+    import comfy.model_management
+
+    real = comfy.model_management.get_free_memory
+    monkeypatch.setattr(comfy.model_management, "get_free_memory",
+                        lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)
+
+
+def grid_of(latent_size):
+    return token_grid(latent_size, 2)
+
+
+# --- sites, presets, refusals --------------------------------------------------------------------------------
+
+def test_sites_are_the_double_then_single_blocks_in_call_order(dit):
+    _, model, _ = dit
+    adapter = model_adapter(model)
+    assert [site.key for site in adapter.sites] == SITE_KEYS
+    assert [site.layer for site in adapter.sites] == list(range(SITES))
+    assert adapter.latent_channels == 16 and adapter.min_latent_side == 4
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_the_preset_runs_every_site_and_never_an_empty_range_on_few_steps(dit, task):
+    _, model, _ = dit
+    schedule = model_adapter(model).preset_schedule(PRESETS[task])
+    assert schedule.salq_first_layer == 0 and schedule.min_one_step
+    for steps in (1, 4, 28):
+        sagi, salq = schedule.step_ranges(steps)
+        assert len(sagi) >= 1 and len(salq) >= 1, (steps, sagi, salq)
+    table = schedule.table(4, SITES)  # Flux.1 schnell's 4 steps: SAGI at step 0, SALQ at steps 1-3, every site
+    assert [set(row) for row in table] == [{Op.SAGI}, {Op.SALQ}, {Op.SALQ}, {Op.SALQ}]
+    sagi, salq = schedule.step_ranges(50)
+    assert (sagi, salq) == (range(0, 5), range(0 if task is Task.GENERATION else 4, 50)), "official at 50 steps"
+
+
+def test_other_dit_families_and_wrappers_are_refused_by_name(pack):
+    flux2_like = random_models.tiny_flux_model()
+    import comfy.supported_models
+
+    flux2_like.model.model_config = comfy.supported_models.Flux2.__new__(comfy.supported_models.Flux2)
+    with pytest.raises(ValueError, match=r"does not support Flux.2 yet \(supported: .*Flux.1.*Chroma"):
+        model_adapter(flux2_like)
+    wrapped = random_models.tiny_flux_model()
+    wrapped.add_object_patch("diffusion_model", torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="its diffusion model is a Linear, which no MCA adapter knows"):
+        model_adapter(wrapped)
+
+
+def test_a_latent_of_another_channel_count_is_refused(dit):
+    _, model, prompt = dit
+    with pytest.raises(ValueError, match="needs a 16-channel latent"):
+        ddim_invert.invert_latent(model, torch.zeros(1, 4, 8, 8), prompt(1), prompt(1), 1.0,
+                                  common.schedule_sigmas(model, STEPS, None))
+
+
+def test_prompts_of_different_lengths_and_sequence_changing_conditioning_are_refused(pack):
+    short, long = tiny_flux_prompt(1, tokens=16), tiny_flux_prompt(2, tokens=24)
+    with pytest.raises(ValueError, match="different token lengths .*subject_prompt 24"):
+        sampler.row_prompts(short, long, short, repeat_short=False)
+    kontext = tiny_flux_prompt(3)
+    kontext[0][1]["reference_latents"] = [torch.zeros(1, 16, 8, 8)]
+    with pytest.raises(ValueError, match="target_prompt carries reference latents .*Kontext"):
+        sampler.row_prompts(short, short, kontext, repeat_short=False)
+    guided = tiny_flux_prompt(4, guidance=2.0)
+    with pytest.raises(ValueError, match="differ in 'guidance'"):
+        sampler.row_prompts(short, guided, short, repeat_short=False)
+
+
+# --- the shipped override against the dense joint formula, on the q/k/v a real run hands it -----------------
+
+@pytest.mark.parametrize("cfg, split", [(1.0, False), (3.0, False), (3.0, True)])
+def test_patched_override_matches_the_dense_joint_formula_on_recorded_calls(dit, cfg, split, monkeypatch):
+    _, model, prompt = dit
+    if split:
+        no_room_for_batching(monkeypatch)
+    calls = []
+    sample_rows(recording_override(patched(model), calls, grid_of), prompt, cfg=cfg)
+    chunks = 1 if cfg == 1.0 else 2
+    assert len(calls) == STEPS * SITES * (chunks if split else 1)
+    assert {len(call["cond_or_uncond"]) for call in calls} == {1 if split or cfg == 1.0 else 2}
+    assert {call["text_tokens"] for call in calls} == {16} and {call["grid"] for call in calls} == {(4, 4)}
+    assert check_joint_calls(calls, expected_op, SUBJECT_MASK, EDIT_MASK) == {Op.SAGI, Op.SALQ, Op.NONE}
+
+
+def test_never_firing_schedule_equals_the_unpatched_model_exactly(dit):
+    _, model, prompt = dit
+    silent = patched(model, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_layer=0)
+    assert torch.equal(sample_rows(silent, prompt, cfg=3.0), sample_rows(model, prompt, cfg=3.0))
+
+
+def test_rows_0_and_1_keep_ordinary_attention_and_the_target_changes(dit):
+    _, model, prompt = dit
+    plain = sample_rows(model, prompt, cfg=3.0)
+    out = sample_rows(patched(model), prompt, cfg=3.0)
+    torch.testing.assert_close(out[:2], plain[:2], atol=1e-5, rtol=0)
+    assert (out[2] - plain[2]).abs().max() > 1e-3 and torch.isfinite(out).all()
+
+
+def test_split_cond_uncond_equals_batched(dit, monkeypatch):
+    _, model, prompt = dit
+    batched = sample_rows(patched(model), prompt, cfg=3.0)
+    no_room_for_batching(monkeypatch)
+    split = sample_rows(patched(model), prompt, cfg=3.0)
+    torch.testing.assert_close(split, batched, atol=2e-5 * float(batched.abs().max()), rtol=0)
+
+
+def test_an_override_installed_before_is_chained_for_the_ordinary_rows(dit):
+    """An attention-speed pack's override (SageAttention style) keeps running where MCA leaves rows ordinary."""
+    _, model, prompt = dit
+    seen = []
+
+    def other_pack(func, *args, **kwargs):
+        seen.append(args[0].shape[0])
+        return func(*args, **kwargs)
+
+    with_other = model.clone()
+    options = dict(with_other.model_options.get("transformer_options", {}))
+    options[OVERRIDE_KEY] = other_pack
+    with_other.model_options["transformer_options"] = options
+    reference = sample_rows(with_other, prompt)
+    seen.clear()
+    silent = patched(with_other, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_layer=0)
+    assert torch.equal(sample_rows(silent, prompt), reference)
+    assert seen == [3] * STEPS * SITES, "the other override must see every call of a never-firing patch"
+    seen.clear()
+    out = sample_rows(patched(with_other), prompt)
+    assert 2 in seen, "the condition and subject rows go through the other override while MCA runs"
+    torch.testing.assert_close(out[:2], reference[:2], atol=1e-5, rtol=0)
+    assert OVERRIDE_KEY not in model.model_options.get("transformer_options", {}), "the input model was touched"
+
+
+def test_schnell_at_four_steps_runs_sagi_and_salq_and_says_so(pack, caplog):
+    import logging
+
+    model = random_models.tiny_flux_model(schnell=True)
+    patch = attention_patch.MCAAttentionPatch()
+    (patched_model,) = patch.patch(model, SUBJECT_MASK, "swap", -1.0, -1.0, -1.0, -1.0, -1.0, -1, edit_mask=EDIT_MASK)
+    state = mca_state(patched_model)
+    state.trace = []
+    prompt = lambda seed: tiny_flux_prompt(seed, guidance=None)  # noqa: E731
+    subject, _ = inverted(patched_model, prompt, 1)
+    condition, _ = inverted(patched_model, prompt, 2)
+    with caplog.at_level(logging.INFO):
+        sampler.mca_sample(patched_model, prompt(1), prompt(2), prompt(2), prompt(9), subject, condition, 0, 1.0)
+    ops = {op for *_, op, _ in state.trace}
+    assert {Op.SAGI, Op.SALQ} <= ops
+    assert any("SAGI: steps 0-0 (1 of 4)" in r.getMessage() and "SALQ: steps 1-3 (3 of 4)" in r.getMessage()
+               for r in caplog.records)
+
+
+# --- flow inversion -------------------------------------------------------------------------------------------
+
+DATA_STD = 0.5
+
+
+def gaussian_flow_denoiser(model):
+    """The exact denoiser for latents ~ N(0, s^2) under flow matching x = (1 - sigma) x0 + sigma n."""
+    def exact(apply_model, args):
+        x, sigma = args["input"], args["timestep"].view(-1, 1, 1, 1)
+        a = 1 - sigma
+        return x * a * DATA_STD ** 2 / (a ** 2 * DATA_STD ** 2 + sigma ** 2)
+
+    clone = model.clone()
+    clone.set_model_unet_function_wrapper(exact)
+    return clone
+
+
+def inverted(model, prompt, seed, steps=STEPS, scale=1.0):
+    latent = torch.randn(1, 16, *LATENT, generator=torch.Generator().manual_seed(seed)) * scale
+    sigmas = common.schedule_sigmas(model, steps, None)
+    return ddim_invert.invert_latent(model, latent, prompt(0), prompt(0), 1.0, sigmas), latent
+
+
+def test_flow_inversion_round_trip_with_an_exact_denoiser(pack):
+    model = random_models.tiny_flux_model()
+    ms = model.get_model_object("model_sampling")
+    import comfy.model_sampling
+
+    assert isinstance(ms, comfy.model_sampling.CONST) and ms.shift == pytest.approx(1.15)
+    exact = gaussian_flow_denoiser(model)
+    latent_format = model.model.latent_format
+    errors = {}
+    for steps in (10, 25, 50):
+        result, latent = inverted(exact, tiny_flux_prompt, 1, steps, DATA_STD / latent_format.scale_factor)
+        trajectory = result["mca_trajectory"]
+        sigmas = trajectory["sigmas"]
+        assert sigmas[0] == pytest.approx(1.0) and sigmas[-1] == 0 and trajectory["latents"].shape[0] == steps + 1
+        torch.testing.assert_close(trajectory["latents"][-1], model.model.process_latent_in(latent), atol=1e-6, rtol=0)
+        assert torch.isfinite(result["samples"]).all()
+        noise = trajectory["latents"][0]  # model space; ComfyUI's noise_scaling at sigma 1 keeps only the noise
+        rebuilt = comfy.sample.sample_custom(exact, noise, 1.0, comfy.samplers.sampler_object("euler"), sigmas,
+                                             tiny_flux_prompt(0), tiny_flux_prompt(0), torch.zeros_like(latent),
+                                             disable_pbar=True, seed=0)
+        errors[steps] = float((rebuilt - latent).abs().mean() / latent.abs().mean())
+    print("flow round trip, relative error:", errors)
+    assert errors[50] < errors[25] < errors[10] and errors[50] < 0.05
+
+
+# --- swap, add and generation through the nodes' own functions -----------------------------------------------
+
+@pytest.mark.parametrize("task", [Task.SWAP, Task.ADD])
+def test_swap_and_add_keep_the_background_and_move_the_subject(dit, task):
+    name, model, prompt = dit
+    cfg = 1.0 if name == "flux" else 3.0
+    subject, _ = inverted(model, prompt, 1)
+    condition, clean = inverted(model, prompt, 2)
+    args = (prompt(1), prompt(2), prompt(2), prompt(9), subject, condition, 0, cfg)
+    mca = patch_model(model, PRESETS[task], model_adapter(model).preset_schedule(PRESETS[task]), SUBJECT_MASK,
+                      EDIT_MASK)
+    never = patch_model(model, PRESETS[task], MCASchedule(0.0, 0.0, 0.0, 0.0, 0), SUBJECT_MASK, EDIT_MASK)
+    rows, edit = sampler.mca_sample(mca, *args)
+    plain, _ = sampler.mca_sample(never, *args)
+    inside = torch.nn.functional.interpolate(EDIT_MASK[None], size=LATENT, mode="nearest")[0, 0] > 0.5
+    torch.testing.assert_close(rows[TARGET][:, ~inside], clean[0][:, ~inside], atol=1e-4, rtol=1e-4)
+    assert (rows[TARGET][:, inside] - plain[TARGET][:, inside]).abs().max() > 1e-3
+    torch.testing.assert_close(rows[CONDITION], clean[0], atol=1e-4, rtol=0)
+    subject_clean = model.model.process_latent_out(subject["mca_trajectory"]["latents"][-1])[0]
+    torch.testing.assert_close(rows[SUBJECT], subject_clean, atol=1e-4, rtol=0)
+    assert torch.equal(edit, mca_state(mca).edit_mask)
+
+
+def flux_tokenizer_clip():
+    """A stand-in for the CLIP input that has ComfyUI's own Flux tokenizer (CLIP-L + T5) and no weights."""
+    import comfy.text_encoders.flux
+
+    class TokenizerOnly:
+        tokenizer = comfy.text_encoders.flux.FluxTokenizer()
+
+        def tokenize(self, text):
+            return self.tokenizer.tokenize_with_weights(text)
+
+    return TokenizerOnly()
+
+
+def test_subject_words_are_found_among_the_t5_tokens(pack):
+    clip = flux_tokenizer_clip()
+    text = "a photo of a dog on a sofa"
+    t5 = [token for token, *_ in clip.tokenize(text)["t5xxl"][0]]
+    dog = attention_patch.subject_tokens(clip, text, "dog", "", "t5xxl")
+    sofa = attention_patch.subject_tokens(clip, text, "sofa", "", "t5xxl")
+    word = [token for token, *_ in clip.tokenize("dog")["t5xxl"][0]][:1]
+    assert [t5[i] for i in dog] == word and dog != sofa
+    assert attention_patch.subject_tokens(clip, text, "", "1", "t5xxl") == [0], "index 1 = the first text token"
+    assert attention_patch.subject_tokens(clip, text, "dog", "", None) == [5], "CLIP-L: after the start token"
+
+
+def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_it(dit):
+    _, model, prompt = dit
+    subject, _ = inverted(model, prompt, 1)
+    empty = {"samples": torch.zeros(1, 16, *LATENT)}
+    masks = []
+    for tokens in ([2, 3], [10, 11]):
+        mca = patch_model(model, PRESETS[Task.GENERATION],
+                          model_adapter(model).preset_schedule(PRESETS[Task.GENERATION]), SUBJECT_MASK, None,
+                          subject_tokens=tokens)
+        state = mca_state(mca)
+        state.trace = []
+        rows, edit = sampler.mca_sample(mca, prompt(1), prompt(2), prompt(3), prompt(9), subject, empty, 7, 1.0)
+        assert edit is not None and edit.shape == (4, 4) and torch.isfinite(rows).all()
+        ops = {(step, op) for step, _, op, _ in state.trace}
+        assert (0, Op.NONE) in ops and (1, Op.SALQ) in ops, "no region before the first step's maps, then SALQ"
+        masks.append(edit)
+    assert not torch.equal(*masks), "another subject word must give another region"
+
+
+def test_generation_run_keeps_its_maps_to_itself(dit):
+    _, model, prompt = dit
+    mca = patch_model(model, PRESETS[Task.GENERATION], MCASchedule(0.0, 0.25, 0.25, 1.0, 0), SUBJECT_MASK, None,
+                      subject_tokens=[1])
+    run = MCARun(total_steps=STEPS)
+    sample_rows(mca, prompt, run=run)
+    maps = mca_state(mca).run_cache(run)["cross"]
+    assert all(len(maps.maps_at(step)) == 2 for step in range(STEPS)), "one map per double block and step"
+    assert maps.shape == (4, 4)
