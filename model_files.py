@@ -27,4 +27,12 @@ SAM = ModelFiles("sams", "sam_vit_h_4b8939.pth", ("sam_vit_l_0b3195.pth", "sam_v
                  "Meta's segment-anything release")
 GROUNDING_DINO = ModelFiles("grounding-dino", "groundingdino_swint_ogc.pth", ("groundingdino_swinb_cogcoor.pth",),
                             "IDEA-Research's GroundingDINO release")
-EXPECTED_MODELS = (CHECKPOINT, SDXL_CHECKPOINT, SAM, GROUNDING_DINO)
+FLUX_MODEL = ModelFiles("diffusion_models", "flux1-dev.safetensors",
+                        ("flux1-schnell.safetensors", "flux1-krea-dev.safetensors", "chroma-unlocked-v50.safetensors"),
+                        "Black Forest Labs' FLUX.1 release (dev, schnell, Krea) or Chroma (the Flux workflows; "
+                        "Chroma takes CLIPLoader type chroma with t5xxl only)")
+FLUX_CLIP_L = ModelFiles("text_encoders", "clip_l.safetensors", (), "the CLIP-L text encoder of the Flux release")
+FLUX_T5 = ModelFiles("text_encoders", "t5xxl_fp16.safetensors", ("t5xxl_fp8_e4m3fn.safetensors",),
+                     "the T5-XXL text encoder of the Flux release")
+FLUX_VAE = ModelFiles("vae", "ae.safetensors", (), "the FLUX.1 autoencoder")
+EXPECTED_MODELS = (CHECKPOINT, SDXL_CHECKPOINT, FLUX_MODEL, FLUX_CLIP_L, FLUX_T5, FLUX_VAE, SAM, GROUNDING_DINO)

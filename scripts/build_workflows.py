@@ -33,35 +33,68 @@ GROUPS = ("Models", "Masks", "Inversion", "MCA", "Output")  # left to right, the
 
 @dataclass(frozen=True)
 class Base:
-    """The base model a workflow is made for: its checkpoint file and its native image size."""
+    """The base model a workflow is made for: its files, native size, sampling settings and file suffix."""
 
-    checkpoint: model_files.ModelFiles
+    files: tuple[model_files.ModelFiles, ...]
     size: int
+    steps: int = STEPS
+    cfg: float = 7.5
+    suffix: str = ""
+
+    @property
+    def is_flux(self) -> bool:
+        return self.files[0] is model_files.FLUX_MODEL
 
 
-SD15 = Base(model_files.CHECKPOINT, 512)
-SDXL = Base(model_files.SDXL_CHECKPOINT, 1024)
+SD15 = Base((model_files.CHECKPOINT,), 512)
+SDXL = Base((model_files.SDXL_CHECKPOINT,), 1024, suffix="_sdxl")
+# Flux.1 dev: guidance-distilled (its guidance, 3.5 by default, rides on the prompts; cfg 1 = one chunk), 28 steps.
+FLUX = Base((model_files.FLUX_MODEL, model_files.FLUX_CLIP_L, model_files.FLUX_T5, model_files.FLUX_VAE), 1024,
+            steps=28, cfg=1.0, suffix="_flux")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The MODEL, CLIP and VAE outputs of a workflow's loaders."""
+
+    model: object
+    clip: object
+    vae: object
+
+
+def _load(graph: Graph, base: Base) -> Loaded:
+    """Load Checkpoint for SD models; Load Diffusion Model + DualCLIPLoader + Load VAE for Flux."""
+    if not base.is_flux:
+        ckpt = graph.add("CheckpointLoaderSimple", "Models", 0, ckpt_name=base.files[0].default)
+        return Loaded(ckpt.out(), ckpt.out(1), ckpt.out(2))
+    model, clip_l, t5, vae = base.files
+    unet = graph.add("UNETLoader", "Models", 0, "Load Diffusion Model", unet_name=model.default,
+                     weight_dtype="default")
+    clip = graph.add("DualCLIPLoader", "Models", 0, clip_name1=clip_l.default, clip_name2=t5.default, type="flux",
+                     device="default")
+    vae_node = graph.add("VAELoader", "Models", 0, vae_name=vae.default)
+    return Loaded(unet.out(), clip.out(), vae_node.out())
 
 
 def models_note(base: Base) -> str:
     """The note's first paragraph: which model files go where."""
-    models = (base.checkpoint, model_files.SAM, model_files.GROUNDING_DINO)
+    models = (*base.files, model_files.SAM, model_files.GROUNDING_DINO)
     return ("MODELS (nothing is downloaded for you)\n" + "".join(f"- models/{m.folder}/{m.describe()}\n" for m in models)
             + "Example images: copy example_workflows/input/*.png into ComfyUI/input (make run does it).\n"
             "Read the groups left to right: Models > Masks > Inversion > MCA > Output.\n\n")
 
 
 def _common(graph: Graph, base: Base, subject_image: str, subject_phrase: str):
-    """Checkpoint, SLM models, the subject image inverted and masked."""
-    ckpt = graph.add("CheckpointLoaderSimple", "Models", 0, ckpt_name=base.checkpoint.default)
+    """Model loaders, SLM models, the subject image inverted and masked."""
+    ckpt = _load(graph, base)
     sam = graph.add("MCA_SAMLoader", "Models", 0, model_name=SAM, device="auto")
     dino = graph.add("MCA_GroundingDINOLoader", "Models", 0, model_name=DINO, device="auto")
     subject = _image(graph, base, subject_image, "Subject image")
     mask = graph.add("MCA_SLMMask", "Masks", 2, "Subject mask", sam_model=sam.out(), grounding_dino_model=dino.out(),
                      image=subject.out(), phrase=subject_phrase, box_threshold=0.3, text_threshold=0.25,
                      dilation=0, if_nothing_found="error", detection_size=800)
-    empty = graph.add("CLIPTextEncode", "Inversion", 0, "Inversion prompt (empty)", clip=ckpt.out(1), text="")
-    inverted = _inverted(graph, ckpt, empty, subject, "subject")
+    empty = graph.add("CLIPTextEncode", "Inversion", 0, "Inversion prompt (empty)", clip=ckpt.clip, text="")
+    inverted = _inverted(graph, base, ckpt, empty, subject, "subject")
     return ckpt, sam, dino, empty, inverted, mask
 
 
@@ -71,40 +104,42 @@ def _image(graph: Graph, base: Base, name: str, title: str):
                      upscale_method="lanczos", width=base.size, height=base.size, crop="center")
 
 
-def _inverted(graph: Graph, ckpt, empty, pixels, role: str):
+def _inverted(graph: Graph, base: Base, ckpt: Loaded, empty, pixels, role: str):
     """The image VAE-encoded, then inverted by MCA DDIM Invert (its trajectory rides on the LATENT)."""
-    latent = graph.add("VAEEncode", "Inversion", 0, pixels=pixels.out(), vae=ckpt.out(2))
-    return graph.add("MCA_DDIMInvert", "Inversion", 1, f"Invert {role}", model=ckpt.out(), latent=latent.out(),
-                     positive=empty.out(), steps=STEPS, cfg=1.0)
+    latent = graph.add("VAEEncode", "Inversion", 0, pixels=pixels.out(), vae=ckpt.vae)
+    return graph.add("MCA_DDIMInvert", "Inversion", 1, f"Invert {role}", model=ckpt.model, latent=latent.out(),
+                     positive=empty.out(), steps=base.steps, cfg=1.0)
 
 
-def _finish(graph: Graph, ckpt, patched, prompts: dict, subject, condition, task: str):
-    encoded = {role: graph.add("CLIPTextEncode", "MCA", 0, f"{role.title()} prompt", clip=ckpt.out(1), text=text)
+def _finish(graph: Graph, base: Base, ckpt: Loaded, patched, prompts: dict, subject, condition, task: str):
+    encoded = {role: graph.add("CLIPTextEncode", "MCA", 0, f"{role.title()} prompt", clip=ckpt.clip, text=text)
                for role, text in prompts.items()}
     sampler = graph.add("MCA_Sampler", "MCA", 1, model=patched.out(), condition_prompt=encoded["condition"].out(),
                         subject_prompt=encoded["subject"].out(), target_prompt=encoded["target"].out(),
                         negative=encoded["negative"].out(), subject=subject.out(), condition=condition.out(),
-                        seed=SEED, cfg=7.5, local_blend=True)
-    decoded = graph.add("VAEDecode", "Output", 0, samples=sampler.out(), vae=ckpt.out(2))
-    graph.add("SaveImage", "Output", 0, images=decoded.out(), filename_prefix=f"mca_{task}")
+                        seed=SEED, cfg=base.cfg, local_blend=True)
+    decoded = graph.add("VAEDecode", "Output", 0, samples=sampler.out(), vae=ckpt.vae)
+    graph.add("SaveImage", "Output", 0, images=decoded.out(), filename_prefix=f"mca_{task}{base.suffix}")
 
 
-def generation() -> Graph:
+def generation(base: Base = SD15) -> Graph:
     graph = Graph(GROUPS)
-    ckpt, _, _, _, inverted, mask = _common(graph, SD15, "mca_example_cat.png", "the cat")
+    ckpt, _, _, _, inverted, mask = _common(graph, base, "mca_example_cat.png", "the cat")
     target_text = "a photo of a cat on the beach"
-    condition = graph.add("EmptyLatentImage", "Inversion", 1, "Output size", width=SD15.size, height=SD15.size,
+    empty_latent = "EmptySD3LatentImage" if base.is_flux else "EmptyLatentImage"  # Flux: 16 latent channels
+    condition = graph.add(empty_latent, "Inversion", 1, "Output size", width=base.size, height=base.size,
                           batch_size=1)
-    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.out(), subject_mask=mask.out(),
-                        preset="generation", clip=ckpt.out(1), target_text=target_text, subject_words="cat")
-    _finish(graph, ckpt, patched, {"condition": "a photo of a cat", "subject": "a photo of a cat",
-                                   "target": target_text, "negative": ""}, inverted, condition, "generation")
-    graph.note(models_note(SD15) + "GENERATION: the cat from the subject image, in a new scene.\n"
+    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.model, subject_mask=mask.out(),
+                        preset="generation", clip=ckpt.clip, target_text=target_text, subject_words="cat")
+    _finish(graph, base, ckpt, patched, {"condition": "a photo of a cat", "subject": "a photo of a cat",
+                                         "target": target_text, "negative": ""}, inverted, condition, "generation")
+    graph.note(models_note(base) + "GENERATION: the cat from the subject image, in a new scene.\n"
                "- Subject mask: SLM finds 'the cat' in the subject image.\n"
                "- MCA Attention Patch (preset generation): the edit region comes from the target's "
-               "cross-attention to 'cat' (subject_words; keep target_text equal to the Target prompt), or "
+               "attention to 'cat' (subject_words; keep target_text equal to the Target prompt), or "
                "connect a drawn layout mask as edit_mask.\n"
-               "- Output size: an Empty Latent Image stands in for the condition image.")
+               "- Output size: an empty latent stands in for the condition image."
+               + (FLUX_NOTE if base.is_flux else ""))
     return graph
 
 
@@ -112,7 +147,7 @@ def _edit(base: Base, condition_image: str, target_text: str, condition_text: st
     graph = Graph(GROUPS)
     ckpt, sam, dino, empty, inverted, subject_mask = _common(graph, base, "mca_example_cat.png", "the cat")
     condition_pixels = _image(graph, base, condition_image, "Condition image")
-    condition = _inverted(graph, ckpt, empty, condition_pixels, "condition")
+    condition = _inverted(graph, base, ckpt, empty, condition_pixels, "condition")
     return graph, (ckpt, sam, dino, inverted, subject_mask, condition_pixels, condition), {
         "condition": condition_text, "subject": "a photo of a cat", "target": target_text, "negative": ""}
 
@@ -124,16 +159,16 @@ def swap(base: Base = SD15) -> Graph:
     edit_mask = graph.add("MCA_SLMMask", "Masks", 2, "Edit mask (object to replace)", sam_model=sam.out(),
                           grounding_dino_model=dino.out(), image=pixels.out(), phrase="the cup", box_threshold=0.3,
                           text_threshold=0.25, dilation=dilation, if_nothing_found="error", detection_size=800)
-    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.out(), subject_mask=subject_mask.out(),
+    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.model, subject_mask=subject_mask.out(),
                         preset="swap", edit_mask=edit_mask.out())  # schedule widgets: -1 = the preset
-    _finish(graph, ckpt, patched, prompts, inverted, condition, "swap" if base is SD15 else "swap_sdxl")
+    _finish(graph, base, ckpt, patched, prompts, inverted, condition, "swap")
     graph.note(models_note(base) + "SWAP: the cup in the condition image becomes the cat of the subject image.\n"
                f"- Images are scaled to {base.size} px, the model's native size.\n"
                f"- Edit mask: SLM finds 'the cup', dilated {dilation} times (3x3; the paper's notebook uses 5 "
                "at 512 px).\n"
                "- MCA Sampler keeps the condition image outside the edit mask (local_blend).\n"
                "- Both inversions use the same steps; the sampler takes its steps from them."
-               + ("" if base is SD15 else SDXL_NOTE))
+               + {SD15: "", SDXL: SDXL_NOTE, FLUX: FLUX_NOTE}[base])
     return graph
 
 
@@ -141,6 +176,14 @@ SDXL_NOTE = ("\n\nSDXL FAMILY: the same MCA nodes serve SDXL base and its distil
              "Vega, KOALA); put any of them in the checkpoint loader. CLIPTextEncode encodes with SDXL's two text "
              "encoders (each row gets its own pooled output). Layer_LQ (salq_layers) is a fraction of the "
              "model's self-attention sites, so the preset means the same on every family.")
+
+FLUX_NOTE = ("\n\nFLUX.1 / CHROMA: MCA acts in the joint text+image attention of every double and single block "
+             "(57 sites), SAGI in the first 10% of the steps and SALQ from 8% on (never an empty range at few "
+             "steps). Flux.1 dev is guidance-distilled: cfg 1.0, its guidance (3.5) rides on the prompts; give a "
+             "FluxGuidance node, if you add one, to all three row prompts with one value. Schnell: 4 steps. "
+             "Chroma: CLIPLoader (t5xxl, type chroma) instead of DualCLIPLoader, cfg about 4 and a real negative. "
+             "Latents from ae.safetensors have 16 channels; prompts of different T5 lengths are refused "
+             "(Flux pads every prompt to 256 tokens).")
 
 
 def add() -> Graph:
@@ -152,9 +195,9 @@ def add() -> Graph:
                        x=300, y=300, operation="add")
     edit_mask = graph.add("GrowMask", "Masks", 1, "Edit mask (region dilated)", mask=region.out(), expand=5,
                           tapered_corners=False)
-    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.out(), subject_mask=subject_mask.out(),
+    patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.model, subject_mask=subject_mask.out(),
                         preset="add", edit_mask=edit_mask.out())
-    _finish(graph, ckpt, patched, prompts, inverted, condition, "add")
+    _finish(graph, SD15, ckpt, patched, prompts, inverted, condition, "add")
     graph.note(models_note(SD15) + "ADD: the cat of the subject image is added inside a box of the condition image.\n"
                "- The box: MaskComposite places a 192 px square at x=300, y=300 (change x, y and the size), "
                "or draw a mask on the condition image (right click > Open in MaskEditor) and connect "
@@ -163,7 +206,8 @@ def add() -> Graph:
     return graph
 
 
-TASKS = {"mca_generation": generation, "mca_swap": swap, "mca_add": add, "mca_swap_sdxl": partial(swap, SDXL)}
+TASKS = {"mca_generation": generation, "mca_swap": swap, "mca_add": add, "mca_swap_sdxl": partial(swap, SDXL),
+         "mca_swap_flux": partial(swap, FLUX), "mca_generation_flux": partial(generation, FLUX)}
 
 
 def render(object_info: dict) -> dict[Path, str]:

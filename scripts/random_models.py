@@ -305,3 +305,39 @@ def tiny_flux_prompt(seed: int, tokens: int = 16, guidance: float | None = 3.5, 
     if guidance is not None:
         options["guidance"] = guidance
     return [[torch.randn(1, tokens, TINY_CONTEXT_DIM, generator=generator), options]]
+
+
+RANDOM_FLUX_FILE = "flux1_random_1x1_v1_fp16.safetensors"  # bump when the recipe changes
+FLUX_CONTEXT_DIM, FLUX_POOLED_DIM = 4096, 768  # T5-XXL tokens, CLIP-L pooled: what ComfyUI's detection fixes
+
+
+def _write_flux_file(path: Path) -> None:
+    """Flux.1 dev at full width (hidden 3072, 24 heads, T5 context 4096, guidance embedding) with one double and
+    one single block, as ``diffusion_models/`` files hold it (keys without prefix)."""
+    comfy_host.boot_comfy()
+    import comfy.supported_models
+    import comfy.utils
+
+    config = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=FLUX_POOLED_DIM,
+                  context_in_dim=FLUX_CONTEXT_DIM, hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=1,
+                  depth_single_blocks=1, axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True,
+                  guidance_embed=True, dtype=torch.float16)
+    model_config = comfy.supported_models.Flux(config)
+    model_config.set_inference_dtype(torch.float16, None)
+    model = model_config.get_model({}, device=torch.device("cpu"))
+    init_dit_weights(model.diffusion_model, seed=21, std=0.02)
+    comfy.utils.save_torch_file(model.diffusion_model.state_dict(), str(path))
+
+
+def random_flux_file() -> Path:
+    """A random Flux.1 dev file for Load Diffusion Model (UNETLoader): full width, 1 double + 1 single block,
+    fp16, about 1 GB, built once per machine. ComfyUI's ``model_detection`` fixes Flux's width, heads and context
+    and counts the blocks from the keys, so the file is detected as Flux.1 dev."""
+    return cached_file(RANDOM_FLUX_FILE, _write_flux_file)
+
+
+def flux_prompt(seed: int, tokens: int = 8, guidance: float = 3.5) -> list:
+    """A CONDITIONING of Flux.1's real widths (T5-XXL tokens, CLIP-L pooled), random, with its guidance."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, FLUX_CONTEXT_DIM, generator=generator) * 0.1,
+             {"pooled_output": torch.randn(1, FLUX_POOLED_DIM, generator=generator) * 0.1, "guidance": guidance}]]
