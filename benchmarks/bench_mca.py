@@ -2,7 +2,9 @@
 
 Full-size random-weight UNets (fp32 on CPU, fp16 on a GPU): SD1.5, and the SDXL family's smallest
 architecture, Segmind Vega (SDXL's 2048-d text context and pooled-text ADM input; for it only the batch-3
-sampling ratios are measured). Each figure is the median of --repeats runs after one warm-up; plain
+sampling ratios are measured). Flux.1 dev's architecture (double then single blocks, RoPE, T5 context of
+4096 and 256 tokens, CLIP-L pooled, guidance embedding, cfg 1): at a reduced width and depth on a CPU
+(768 wide, 2 + 4 blocks), at full size (3072 wide, 19 + 38 blocks, bf16) on a GPU; batch-3 ratios only. Each figure is the median of --repeats runs after one warm-up; plain
 and MCA sampling take their runs in turn, so that a shared machine's changing load falls on both alike. Peak memory: RSS above the phase's start on CPU (sampled every
 5 ms), torch.cuda.max_memory_allocated on a GPU. Prints a table and writes JSON.
 """
@@ -113,6 +115,20 @@ class Family:
     cpu_sizes: tuple[int, ...]
     gpu_sizes: tuple[int, ...]
     ratios_only: bool  # only plain batch-3 vs MCA sampling (no inversion, pipeline or single-forward figures)
+    latent_channels: int = 4
+    tokens: int = 77  # text tokens per prompt
+    cfg: float = 7.5
+    sampler: tuple[str, str] = ("ddim", "ddim_uniform")  # the plain floor's sampler and scheduler
+    extra: dict | None = None  # more conditioning options (Flux's guidance)
+
+
+def flux_model(dtype: torch.dtype):
+    """Flux.1 dev's architecture: full size on a GPU, 768 wide with 2 double + 4 single blocks on a CPU."""
+    full = torch.cuda.is_available()
+    width, double, single = (3072, 19, 38) if full else (768, 2, 4)
+    return random_models.tiny_flux_model(
+        seed=1, context_in_dim=4096, vec_in_dim=768, hidden_size=width, num_heads=width // 128, depth=double,
+        depth_single_blocks=single, axes_dim=[16, 56, 56], dtype=torch.bfloat16 if full else dtype)
 
 
 FAMILIES = {
@@ -120,23 +136,27 @@ FAMILIES = {
                    (64, 128, 256), (64, 128, 256, 512), ratios_only=False),
     "vega": Family("SDXL family (Segmind Vega)", lambda dtype: random_models.vega_model(seed=1, dtype=dtype), 2048,
                    1280, (64,), (1024,), ratios_only=True),
+    "flux": Family("Flux.1 dev architecture (CPU: 768 wide, 2+4 blocks; GPU: full size, bf16)", flux_model, 4096,
+                   768, (256,), (1024,), ratios_only=True, latent_channels=16, tokens=256, cfg=1.0,
+                   sampler=("euler", "simple"), extra={"guidance": 3.5}),
 }
 
 
 def prompt(family: Family, seed: int) -> list:
     """A CONDITIONING of random text tokens (and a pooled output where the family takes one)."""
     generator = torch.Generator().manual_seed(seed)
-    text = torch.randn(1, 77, family.context_dim, generator=generator)
-    pooled = {} if family.pooled_dim is None else {
+    text = torch.randn(1, family.tokens, family.context_dim, generator=generator)
+    options = {} if family.pooled_dim is None else {
         "pooled_output": torch.randn(1, family.pooled_dim, generator=generator)}
-    return [[text, pooled]]
+    return [[text, {**options, **(family.extra or {})}]]
 
 
 def batch_prompt(rows: list[list]) -> list:
     """One CONDITIONING entry whose rows are the given prompts (the plain ComfyUI batch-3 floor)."""
     text = torch.cat([row[0][0] for row in rows])
     pooled = [row[0][1]["pooled_output"] for row in rows if "pooled_output" in row[0][1]]
-    return [[text, {"pooled_output": torch.cat(pooled)} if pooled else {}]]
+    options = {key: value for key, value in rows[0][0][1].items() if key != "pooled_output"}
+    return [[text, {**options, **({"pooled_output": torch.cat(pooled)} if pooled else {})}]]
 
 
 def adm_input(family: Family, batch: int, device, dtype) -> torch.Tensor | None:
@@ -156,7 +176,7 @@ def runtime() -> tuple[dict, torch.device, torch.dtype]:
     mods = {name: importlib.import_module(f"mca_ctrl.{name}") for name in
             ("nodes.sampler", "nodes.ddim_invert", "nodes.common", "mca_attention.comfy_patch",
              "mca_attention.schedule", "mca_attention.tasks", "mca_attention.run", "mca_attention.attention",
-             "mca_attention.masks")}
+             "mca_attention.masks", "mca_attention.adapters")}
     return mods, device, dtype
 
 
@@ -183,24 +203,28 @@ def bench_sampling(family: Family, model, mods, device, size: int, steps: int, r
     latent_size = size // 8
     common, invert, sampler = mods["nodes.common"], mods["nodes.ddim_invert"], mods["nodes.sampler"]
     swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
+    adapter = mods["mca_attention.adapters"].model_adapter(model)
     patch = mods["mca_attention.comfy_patch"].patch_model(
-        model, swap, swap.schedule, square(size, 0.25, 0.75), square(size, 0.125, 0.625))
+        model, swap, adapter.preset_schedule(swap), square(size, 0.25, 0.75), square(size, 0.125, 0.625))
     sigmas = common.schedule_sigmas(model, steps, None)
     empty = prompt(family, 0)
-    images = [torch.randn(1, 4, latent_size, latent_size, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    channels = family.latent_channels
+    images = [torch.randn(1, channels, latent_size, latent_size, generator=torch.Generator().manual_seed(s))
+              for s in (1, 2)]
     subject, condition = (invert.invert_latent(model, image, empty, empty, 1.0, sigmas) for image in images)
     rows = [prompt(family, s) for s in (3, 4, 5)]
     negative = prompt(family, 6)
     batch3 = batch_prompt(rows)
-    zeros = torch.zeros(3, 4, latent_size, latent_size)
+    zeros = torch.zeros(3, channels, latent_size, latent_size)
     noise = comfy.sample.prepare_noise(zeros, 0)
 
     def plain():
-        comfy.sample.sample(model, noise, steps, 7.5, "ddim", "ddim_uniform", batch3, negative, zeros,
+        comfy.sample.sample(model, noise, steps, family.cfg, *family.sampler, batch3, negative, zeros,
                             disable_pbar=True, seed=0)
 
     def mca():
-        sampler.mca_sample(patch, *rows, negative, subject, condition, 0, 7.5, blend_mask=square(size, 0.125, 0.625))
+        sampler.mca_sample(patch, *rows, negative, subject, condition, 0, family.cfg,
+                           blend_mask=square(size, 0.125, 0.625))
 
     def inversions(skip: bool):
         return lambda: [invert.invert_latent(model, image, empty, empty, 7.5, sigmas, skip_identical_uncond=skip)
@@ -280,7 +304,8 @@ def bench_site(variant: str, repeats: int) -> dict:
     edit = masks.site_mask(square(512, 0.125, 0.625)[0], 64, 64).to(device)
     if variant == "ours":
         plan = attention.plan_regions(subject, edit)
-        fn = lambda: attention.blend_regions(q_t, k_s, v_s, q_t, k_c, v_c, plan, 8)  # noqa: E731
+        subject_keys, condition_keys = attention.KeySource(k_s, v_s), attention.KeySource(k_c, v_c)
+        fn = lambda: attention.blend_regions(q_t, subject_keys, q_t, condition_keys, plan, 8)  # noqa: E731
     else:
         fn = lambda: dense_site_attention(q_t, k_s, v_s, k_c, v_c, subject, edit, 8)  # noqa: E731
     with torch.inference_mode():

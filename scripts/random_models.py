@@ -273,10 +273,10 @@ def tiny_flux_model(seed: int = 0, schnell: bool = False, **overrides):
     import comfy.model_base
     import comfy.supported_models
 
-    config = dict(TINY_FLUX_CONFIG, image_model="flux", vec_in_dim=TINY_POOLED_DIM, guidance_embed=not schnell,
-                  **overrides)
+    config = {**TINY_FLUX_CONFIG, "image_model": "flux", "vec_in_dim": TINY_POOLED_DIM, "guidance_embed": not schnell,
+              **overrides}
     model_config = (comfy.supported_models.FluxSchnell if schnell else comfy.supported_models.Flux)(config)
-    model_config.set_inference_dtype(torch.float32, None)
+    model_config.set_inference_dtype(config["dtype"], None)
     model = model_config.get_model({}, device=torch.device("cpu"))
     init_dit_weights(model.diffusion_model, seed)
     return _patched(model)
