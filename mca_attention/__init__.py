@@ -5,7 +5,7 @@ from .masks import MASK_THRESHOLD, resize_mask, site_mask
 from .run import MCARun, RunStep
 from .schedule import MCASchedule, Op
 from .tasks import PRESETS, Task, TaskPreset
-from .unet_layers import AttentionSite, find_attention_sites, layer_from_fraction, preset_salq_layer
+from .unet_sites import AttentionSite, find_attention_sites, site_from_fraction, preset_salq_site
 
 __all__ = [
     "attend", "blend_regions", "plan_regions", "target_attention",
@@ -14,5 +14,5 @@ __all__ = [
     "MCARun", "RunStep",
     "MCASchedule", "Op",
     "PRESETS", "Task", "TaskPreset",
-    "AttentionSite", "find_attention_sites", "layer_from_fraction", "preset_salq_layer",
+    "AttentionSite", "find_attention_sites", "site_from_fraction", "preset_salq_site",
 ]

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import torch
 
-from .adapters import ModelAdapter, model_adapter, model_family
+from .adapters import ModelAdapter, model_adapter, model_family, model_source
 from .schedule import MCASchedule
 from .state import MCAState, checked_mask
 from .tasks import TaskPreset
@@ -19,13 +19,13 @@ STATE_KEY = "mca_ctrl"
 
 def resolve_schedule(schedule: MCASchedule, adapter: ModelAdapter) -> MCASchedule:
     """The schedule with Layer_LQ fixed for this model: the family preset when none was given."""
-    first = adapter.preset_first_site() if schedule.salq_first_layer is None else schedule.salq_first_layer
+    first = adapter.preset_first_site() if schedule.salq_first_site is None else schedule.salq_first_site
     sites = len(adapter.sites)
     if first >= sites:
         raise ValueError(f"salq_first_site {first} is beyond this {adapter.family} model's {sites} self-attention "
                          f"sites (0..{sites - 1}), so SALQ would run nowhere; use -1 for the preset or a smaller "
                          f"index.")
-    return replace(schedule, salq_first_layer=first)
+    return replace(schedule, salq_first_site=first)
 
 
 def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: torch.Tensor,
@@ -33,7 +33,7 @@ def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: 
                 target_text_cond: torch.Tensor | None = None):
     """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at every self-attention site.
 
-    ``schedule.salq_first_layer`` None means the model family's preset site.
+    ``schedule.salq_first_site`` None means the model family's preset site.
 
     Without ``edit_mask`` (generation) the edit region comes from the target's attention to the text
     tokens at ``subject_tokens`` of the target prompt (``target_text_cond``, when given, is that prompt
@@ -51,13 +51,16 @@ def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: 
     state = MCAState(
         preset=preset,
         schedule=schedule,
-        num_layers=len(adapter.sites),
+        num_sites=len(adapter.sites),
         family=adapter.family,
         subject_mask=checked_mask(subject_mask, "subject_mask"),
         edit_mask=None if edit_mask is None else checked_mask(edit_mask, "edit_mask"),
         subject_tokens=None if edit_mask is not None else list(subject_tokens),
         target_text_cond=target_text_cond,
         repeats_short_prompts=adapter.repeats_short_prompts,
+        source=model_source(model),
+        text_width=adapter.text_width(),
+        pooled_width=adapter.pooled_width(),
     )
     patched = model.clone()
     adapter.install(patched, state)

@@ -4,7 +4,7 @@ The official rule: at the sites of the third resolution level (16 x 16 for a 512
 target's (cond half) cross-attention probabilities to the subject word's token(s), averaged over heads;
 average every recorded map so far, min-max normalise, and set the top 30% of positions to 1 (the rest
 keep their soft value). Here the mask used at step ``s`` averages the maps of steps ``< s``, so it does
-not depend on the order of calls inside a step (cond/uncond split, layer order); at step 0 there is no
+not depend on the order of calls inside a step (cond/uncond split, site order); at step 0 there is no
 mask yet and the target keeps ordinary attention.
 """
 from __future__ import annotations

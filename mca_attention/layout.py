@@ -23,10 +23,6 @@ class RowLayout:
     target: torch.Tensor
     keep: torch.Tensor  # condition and subject rows, which keep ordinary attention
 
-    @property
-    def chunks(self) -> int:
-        return int(self.target.numel())
-
 
 def row_layout(total_rows: int, cond_or_uncond: list[int], device: torch.device | None = None) -> RowLayout:
     """Row indices for an attention call of ``total_rows`` rows and the given chunk list."""

@@ -28,3 +28,16 @@ def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def site_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The mask at an attention site of ``height x width`` tokens, flattened row-major."""
     return resize_mask(mask, height, width).reshape(-1)
+
+
+def check_aspect(mask: torch.Tensor, height: int, width: int, name: str, target: str) -> None:
+    """Refuse a ``[H, W]`` mask whose aspect ratio is not the ``height x width`` it is resized to.
+
+    The same aspect at another size is fine (nearest resize); another aspect would stretch the mask off
+    the object it was drawn on. One pixel of the target's grid is the tolerance.
+    """
+    mask_height, mask_width = mask.shape[-2:]
+    if abs(mask_width * height - width * mask_height) > min(mask_height, mask_width):
+        raise ValueError(f"{name} is {mask_width}x{mask_height} but {target} is {width}x{height}, another aspect "
+                         f"ratio: resizing would stretch the mask off its object. Make the mask on the same image "
+                         f"(or one of the same aspect ratio).")

@@ -1,7 +1,7 @@
-"""When SAGI and SALQ run: per (denoising step, self-attention layer), SAGI taking precedence.
+"""When SAGI and SALQ run: per (denoising step, self-attention site), SAGI taking precedence.
 
 Steps count 0..N-1 from the noisiest. Layers are the self-attention sites in UNet order (SD1.5: down
-0-5, middle 6, up 7-15; see ``unet_layers`` for other families). Step bounds are fractions of the schedule so that a preset survives a change of
+0-5, middle 6, up 7-15; see ``unet_sites`` for other families). Step bounds are fractions of the schedule so that a preset survives a change of
 step count; they become step indices by ``floor(fraction * N)`` (the official code's
 ``int(total_steps * fraction)``), so at 50 steps the official integer settings are reproduced exactly.
 """
@@ -28,7 +28,7 @@ def fraction_to_step(fraction: float, total_steps: int) -> int:
 class MCASchedule:
     """S_GI, E_GI, S_LQ, E_LQ as fractions of the steps; Layer_LQ as a site index.
 
-    ``salq_first_layer`` None stands for the model family's preset site; a schedule is made concrete
+    ``salq_first_site`` None stands for the model family's preset site; a schedule is made concrete
     for a model by ``with_first_layer`` before it runs.
     """
 
@@ -36,7 +36,7 @@ class MCASchedule:
     sagi_end: float = 0.1
     salq_start: float = 0.08
     salq_end: float = 1.0
-    salq_first_layer: int | None = None
+    salq_first_site: int | None = None
     min_one_step: bool = False  # a non-empty fraction range keeps at least one step (few-step models)
 
     def __post_init__(self) -> None:
@@ -49,11 +49,11 @@ class MCASchedule:
             if start > end:
                 raise ValueError(f"{op}_start ({start:g}) is after {op}_end ({end:g}): {op.upper()} would never run. "
                                  f"Set {op}_start <= {op}_end (equal values switch {op.upper()} off).")
-        if self.salq_first_layer is not None and self.salq_first_layer < 0:
-            raise ValueError(f"salq_first_layer must be 0 or more, got {self.salq_first_layer}")
+        if self.salq_first_site is not None and self.salq_first_site < 0:
+            raise ValueError(f"salq_first_site must be 0 or more, got {self.salq_first_site}")
 
     def with_first_layer(self, first_layer: int) -> MCASchedule:
-        return replace(self, salq_first_layer=first_layer)
+        return replace(self, salq_first_site=first_layer)
 
     def step_ranges(self, total_steps: int) -> tuple[range, range]:
         """The SAGI and SALQ step ranges for a schedule of ``total_steps`` steps."""
@@ -67,18 +67,18 @@ class MCASchedule:
             stop = first + 1
         return range(first, stop)
 
-    def op_at(self, step: int, layer: int, total_steps: int) -> Op:
-        """The operation for the target row at ``step`` and ``layer``."""
-        if self.salq_first_layer is None:
+    def op_at(self, step: int, site: int, total_steps: int) -> Op:
+        """The operation for the target row at ``step`` and ``site``."""
+        if self.salq_first_site is None:
             raise ValueError("the schedule's Layer_LQ is the model's preset: resolve it for a model first")
         sagi, salq = self.step_ranges(total_steps)
         if step in sagi:
             return Op.SAGI
-        return Op.SALQ if step in salq and layer >= self.salq_first_layer else Op.NONE
+        return Op.SALQ if step in salq and site >= self.salq_first_site else Op.NONE
 
-    def table(self, total_steps: int, num_layers: int) -> list[list[Op]]:
-        """``table[step][layer]``: the whole schedule (built once per sampling run, then only looked up)."""
-        return [[self.op_at(step, layer, total_steps) for layer in range(num_layers)] for step in range(total_steps)]
+    def table(self, total_steps: int, num_sites: int) -> list[list[Op]]:
+        """``table[step][site]``: the whole schedule (built once per sampling run, then only looked up)."""
+        return [[self.op_at(step, site, total_steps) for site in range(num_sites)] for step in range(total_steps)]
 
 
 def describe_run(table: list[list[Op]]) -> str:
@@ -89,14 +89,14 @@ def describe_run(table: list[list[Op]]) -> str:
         if not steps:
             parts.append(f"{name}: no step")
             continue
-        sites = sorted({layer for step in steps for layer, cell in enumerate(table[step]) if cell is op})
+        sites = sorted({site for step in steps for site, cell in enumerate(table[step]) if cell is op})
         parts.append(f"{name}: steps {steps[0]}-{steps[-1]} ({len(steps)} of {len(table)}) at sites "
                      f"{sites[0]}-{sites[-1]}")
     return "; ".join(parts)
 
 
 def format_table(table: list[list[Op]]) -> str:
-    """A printable schedule: one line per step, one character per layer (G = SAGI, L = SALQ, . = none)."""
+    """A printable schedule: one line per step, one character per site (G = SAGI, L = SALQ, . = none)."""
     letters = {Op.SAGI: "G", Op.SALQ: "L", Op.NONE: "."}
     width = len(str(len(table) - 1))
     return "\n".join(f"step {step:>{width}}: {''.join(letters[op] for op in row)}" for step, row in enumerate(table))

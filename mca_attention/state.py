@@ -44,29 +44,39 @@ class MCAState:
 
     preset: TaskPreset
     schedule: MCASchedule
-    num_layers: int
+    num_sites: int
     family: str
     subject_mask: torch.Tensor
     edit_mask: torch.Tensor | None
     subject_tokens: list[int] | None = None
     target_text_cond: torch.Tensor | None = None  # generation: the encoded text the subject tokens index into
     repeats_short_prompts: bool = True  # the family's text rule (see ``ModelAdapter.repeats_short_prompts``)
-    trace: list | None = None  # when a list, every call appends (step, layer, op, chunks): for tests
+    source: dict | None = None  # the model's family, latent format and sampling type (inversions must match)
+    text_width: int | None = None  # the width of the text tokens the model reads
+    pooled_width: int | None = None  # the pooled text vector it needs: its width, 0 = unknown width, None = none
+    trace: list | None = None  # when a list, every call appends (step, site, op, chunks): for tests
     _warned: set = field(default_factory=set, repr=False)
 
     def __deepcopy__(self, memo):
         return self
 
-    def warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning(message)
+    def warn_once(self, key: str, message: str) -> bool:
+        """Log ``message`` the first time ``key`` comes up; True when it was logged now."""
+        if key in self._warned:
+            return False
+        self._warned.add(key)
+        logger.warning(message)
+        return True
+
+    def warn_inactive_rows(self, rows: int, chunks: int) -> None:
+        self.warn_once("rows", f"MCA attention is inactive in a {rows // chunks}-row batch: it needs the MCA "
+                               f"Sampler's 3 rows (condition, subject, target).")
 
     def run_cache(self, run: MCARun) -> dict:
         """This model's scratch for one run: the schedule table, index plans, row layouts, maps."""
         cache = run.cache_for(self)
         if not cache:
-            cache.update(ops=self.schedule.table(run.total_steps, self.num_layers), plans={}, layouts={},
+            cache.update(ops=self.schedule.table(run.total_steps, self.num_sites), plans={}, layouts={},
                          cross=CrossAttentionMaps() if self.edit_mask is None else None)
         return cache
 

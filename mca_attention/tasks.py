@@ -29,15 +29,15 @@ class TaskPreset:
 
 
 # Official defaults (MCA-Ctrl code, 50 steps): SAGI for the first 10%; SALQ from step 4 on at SD1.5's
-# layers 9..15 for swap/add (on any family: its preset site, see unet_layers.preset_salq_layer), from
-# step 0 at every layer for generation.
-_EDIT_SCHEDULE = MCASchedule(sagi_start=0.0, sagi_end=0.1, salq_start=0.08, salq_end=1.0, salq_first_layer=None)
+# sites 9..15 for swap/add (on any family: its preset site, see unet_sites.preset_salq_site), from
+# step 0 at every site for generation.
+_EDIT_SCHEDULE = MCASchedule(sagi_start=0.0, sagi_end=0.1, salq_start=0.08, salq_end=1.0, salq_first_site=None)
 PRESETS: dict[Task, TaskPreset] = {
     Task.SWAP: TaskPreset(Task.SWAP, _EDIT_SCHEDULE, needs_condition_image=True, needs_edit_mask=True,
                           local_blend=True),
     Task.ADD: TaskPreset(Task.ADD, _EDIT_SCHEDULE, needs_condition_image=True, needs_edit_mask=True,
                          local_blend=True),
     Task.GENERATION: TaskPreset(
-        Task.GENERATION, MCASchedule(sagi_start=0.0, sagi_end=0.1, salq_start=0.0, salq_end=1.0, salq_first_layer=0),
+        Task.GENERATION, MCASchedule(sagi_start=0.0, sagi_end=0.1, salq_start=0.0, salq_end=1.0, salq_first_site=0),
         needs_condition_image=False, needs_edit_mask=False, local_blend=False),
 }

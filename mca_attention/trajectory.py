@@ -1,8 +1,10 @@
 """The inversion trajectory that travels along a LATENT wire, and its checks against a schedule.
 
-``latent["mca_trajectory"] = {"latents": [steps + 1, batch, channels, h, w], "sigmas": [steps + 1]}``, in
-*sampling* order: ``latents[i]`` is the latent at ``sigmas[i]`` (noisiest first, clean last), in the
-model's internal latent space (SD1.5: VAE latent x 0.18215), which is where samplers work.
+``latent["mca_trajectory"] = {"latents": [steps + 1, batch, channels, h, w], "sigmas": [steps + 1],
+"source": {"family", "latent_format", "sampling"}}``, in *sampling* order: ``latents[i]`` is the latent at
+``sigmas[i]`` (noisiest first, clean last), in the model's internal latent space (SD1.5: VAE latent x
+0.18215), which is where samplers work. ``source`` names the model that made it, so that a trajectory
+from another latent space (an SDXL inversion on an SD1.5 sampler, say) is refused rather than sampled.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ TRAJECTORY_KEY = "mca_trajectory"
 class Trajectory:
     latents: torch.Tensor
     sigmas: torch.Tensor
+    source: dict | None = None  # {"family", "latent_format", "sampling"} of the model that inverted it
 
     @property
     def steps(self) -> int:
@@ -27,20 +30,32 @@ class Trajectory:
         return self.latents[:, index]
 
     def to_dict(self) -> dict:
-        return {"latents": self.latents, "sigmas": self.sigmas}
+        return {"latents": self.latents, "sigmas": self.sigmas, "source": self.source}
 
 
-def from_inversion(states: list[torch.Tensor], ascending_sigmas: torch.Tensor) -> Trajectory:
+def from_inversion(states: list[torch.Tensor], ascending_sigmas: torch.Tensor, source: dict | None = None) -> Trajectory:
     """Turn an inversion walk (clean first) into a trajectory in sampling order."""
-    return Trajectory(latents=torch.stack(states[::-1]).cpu(), sigmas=ascending_sigmas.flip(0).cpu())
+    return Trajectory(latents=torch.stack(states[::-1]).cpu(), sigmas=ascending_sigmas.flip(0).cpu(), source=source)
 
 
-def read_trajectory(latent: dict, name: str) -> Trajectory | None:
+def read_trajectory(latent: dict) -> Trajectory | None:
     """The trajectory a LATENT carries, or None."""
     data = latent.get(TRAJECTORY_KEY)
     if data is None:
         return None
-    return Trajectory(latents=data["latents"], sigmas=data["sigmas"])
+    return Trajectory(latents=data["latents"], sigmas=data["sigmas"], source=data.get("source"))
+
+
+def check_same_source(trajectory: Trajectory, source: dict, name: str) -> None:
+    """Refuse a trajectory that another kind of model inverted (another latent space or sampling type)."""
+    made = trajectory.source
+    if made is None or made == source:
+        return
+    raise ValueError(
+        f"{name} was inverted by a {made['family']} model ({made['latent_format']} latents, {made['sampling']} "
+        f"sampling) but the MCA Sampler's model is {source['family']} ({source['latent_format']} latents, "
+        f"{source['sampling']} sampling): connect MCA DDIM Invert's model input to the same loader as MCA "
+        f"Attention Patch's.")
 
 
 def check_matches_schedule(trajectory: Trajectory, sigmas: torch.Tensor, name: str, other: str) -> None:

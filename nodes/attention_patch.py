@@ -9,7 +9,7 @@ from ..mca_attention.comfy_patch import mca_state, patch_model
 from ..mca_attention.cross_attention_mask import find_token_positions
 from ..mca_attention.schedule import MCASchedule
 from ..mca_attention.tasks import PRESETS, Task
-from ..mca_attention.unet_layers import layer_from_fraction
+from ..mca_attention.unet_sites import site_from_fraction
 from .common import CATEGORY
 
 PRESET_DEFAULT = -1.0
@@ -102,22 +102,22 @@ def _widget(name: str, value: float, preset_value):
     return value
 
 
-def effective_schedule(base: MCASchedule, num_sites: int, salq_layers: float, salq_first_site: int,
+def effective_schedule(base: MCASchedule, num_sites: int, salq_sites: float, salq_first_site: int,
                        **fractions: float) -> MCASchedule:
     """The preset's schedule with each widget that is not -1 put in its place.
 
-    Layer_LQ: ``salq_first_site`` (a raw site index) wins over ``salq_layers`` (a fraction of the
+    Layer_LQ: ``salq_first_site`` (a raw site index) wins over ``salq_sites`` (a fraction of the
     model's ``num_sites`` sites); with both at -1 the preset decides (None: the model family's site).
     """
     values = {name: _widget(name, value, getattr(base, name)) for name, value in fractions.items()}
     if salq_first_site >= 0:
         first = salq_first_site
     elif salq_first_site != PRESET_DEFAULT:
-        raise ValueError(f"salq_first_site = {salq_first_site}: use a site index, or -1 to use salq_layers.")
+        raise ValueError(f"salq_first_site = {salq_first_site}: use a site index, or -1 to use salq_sites.")
     else:
-        layers = _widget("salq_layers", salq_layers, None)
-        first = base.salq_first_layer if layers is None else layer_from_fraction(layers, num_sites)
-    return replace(base, **values, salq_first_layer=first)
+        fraction = _widget("salq_sites", salq_sites, None)
+        first = base.salq_first_site if fraction is None else site_from_fraction(fraction, num_sites)
+    return replace(base, **values, salq_first_site=first)
 
 
 class MCAAttentionPatch:
@@ -147,7 +147,7 @@ class MCAAttentionPatch:
                 "sagi_end": ("FLOAT", _fraction("E_GI: SAGI stops before this step (official: 10% of the steps).")),
                 "salq_start": ("FLOAT", _fraction("S_LQ: first step of Self-Attention Local Query (official swap/add: step 4 of 50).")),
                 "salq_end": ("FLOAT", _fraction("E_LQ: SALQ stops before this step (official: the last step).")),
-                "salq_layers": ("FLOAT", {
+                "salq_sites": ("FLOAT", {
                     "default": PRESET_DEFAULT, "min": -1.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Layer_LQ on any model: SALQ runs at the self-attention sites from this fraction of "
                                "the model on (sites in call order: UNet encoder, middle, decoder; Flux/Chroma double "
@@ -156,7 +156,7 @@ class MCAAttentionPatch:
                                "level onward (SD1.5: site 9 of 16, the official value; SDXL: 54 of 70)."}),
                 "salq_first_site": ("INT", {
                     "default": -1, "min": -1, "max": 1000,
-                    "tooltip": "Advanced: Layer_LQ as a raw site index (overrides salq_layers; -1 = off). Site "
+                    "tooltip": "Advanced: Layer_LQ as a raw site index (overrides salq_sites; -1 = off). Site "
                                "counts: SD1.x/SD2.x 16, SDXL 70, SSD-1B 34, KOALA-1B 30, KOALA-700M 21, Segmind "
                                "Vega 15, Flux.1 and Chroma 57 (19 double + 38 single blocks). The log shows the "
                                "schedule table of the model."}),
@@ -180,12 +180,12 @@ class MCAAttentionPatch:
             },
         }
 
-    def patch(self, model, subject_mask, preset, sagi_start, sagi_end, salq_start, salq_end, salq_layers,
+    def patch(self, model, subject_mask, preset, sagi_start, sagi_end, salq_start, salq_end, salq_sites,
               salq_first_site, edit_mask=None, clip=None, target_text="", subject_words="", token_indices=""):
         task_preset = PRESETS[Task(preset)]
         adapter = model_adapter(model)
         sites = adapter.sites
-        schedule = effective_schedule(adapter.preset_schedule(task_preset), len(sites), salq_layers,
+        schedule = effective_schedule(adapter.preset_schedule(task_preset), len(sites), salq_sites,
                                       salq_first_site, sagi_start=sagi_start, sagi_end=sagi_end,
                                       salq_start=salq_start, salq_end=salq_end)
         tokens, text_cond = None, None
@@ -195,7 +195,7 @@ class MCAAttentionPatch:
                 text_cond = encoded_text(clip, target_text)
         patched = patch_model(model, task_preset, schedule, subject_mask, edit_mask, subject_tokens=tokens,
                               target_text_cond=text_cond)
-        first = mca_state(patched).schedule.salq_first_layer  # resolved for this model by patch_model
+        first = mca_state(patched).schedule.salq_first_site  # resolved for this model by patch_model
         logger.info("MCA Attention Patch: %s model, %d self-attention sites, %s preset, SALQ from site %d; the "
                     "MCA Sampler logs the step x site table.", adapter.family, len(sites), preset, first)
         return (patched,)

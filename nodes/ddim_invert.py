@@ -6,6 +6,7 @@ import torch
 import comfy.sample
 import comfy.samplers
 
+from ..mca_attention.adapters import model_source
 from ..mca_attention.inversion import ddim_inversion_walk
 from ..mca_attention.trajectory import TRAJECTORY_KEY, from_inversion
 from .common import CATEGORY, check_latent, is_flow_model, schedule_sigmas
@@ -38,7 +39,7 @@ def invert_latent(model, samples: torch.Tensor, positive: list, negative: list, 
     noise = torch.zeros_like(samples)
     comfy.sample.sample_custom(model, noise, cfg, sampler, ascending, positive, negative, samples,
                                callback=callback, disable_pbar=disable_pbar, seed=0)
-    trajectory = from_inversion(states, ascending)
+    trajectory = from_inversion(states, ascending, model_source(model))
     inverted = model.model.process_latent_out(trajectory.latents[0].float()).to(samples.device)
     return {"samples": inverted, TRAJECTORY_KEY: trajectory.to_dict()}
 

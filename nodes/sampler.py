@@ -9,13 +9,14 @@ import torch
 import comfy.sample
 import comfy.samplers
 
+from ..mca_attention.adapters.base import tell_the_ui
 from ..mca_attention.comfy_patch import MCAState, mca_state
 from ..mca_attention.layout import CONDITION, SUBJECT, TARGET
-from ..mca_attention.masks import as_single_mask, resize_mask
+from ..mca_attention.masks import as_single_mask, check_aspect, resize_mask
 from ..mca_attention.run import MCARun
 from ..mca_attention.schedule import Op, describe_run, format_table
 from ..mca_attention.sampling import RowControl, mca_sample_loop
-from ..mca_attention.trajectory import Trajectory, check_matches_schedule, read_trajectory
+from ..mca_attention.trajectory import Trajectory, check_matches_schedule, check_same_source, read_trajectory
 from .common import CATEGORY, check_latent, single_prompt
 from .progress import sampling_callback
 
@@ -26,7 +27,10 @@ logger = logging.getLogger(__name__)
 PER_ROW_OPTIONS = ("pooled_output",)  # stacked per row; every other option must agree across the rows
 # Conditioning that changes the token sequence the attention sees: not meaningful on MCA rows.
 SEQUENCE_OPTIONS = {"reference_latents": "reference latents (Flux Kontext / ReferenceLatent)",
-                    "attention_mask": "an attention mask on the prompt"}
+                    "attention_mask": "an attention mask on the prompt",
+                    "area": "area conditioning (ConditioningSetArea / ConditioningSetAreaPercentage)",
+                    "mask": "mask conditioning (ConditioningSetMask)"}
+PROMPT_NAMES = ("condition_prompt", "subject_prompt", "target_prompt", "negative")
 
 
 def _row_options(options: list[dict]) -> dict:
@@ -57,11 +61,29 @@ def _same(a, b) -> bool:
 
 
 def check_sequence_options(options: dict, name: str) -> None:
-    """Refuse conditioning that would add tokens to (or mask) the attention of an MCA row."""
+    """Refuse conditioning that changes which tokens or pixels an MCA row's prompt reaches."""
     for key, what in SEQUENCE_OPTIONS.items():
         if options.get(key) is not None:
-            raise ValueError(f"{name} carries {what}, which changes the tokens MCA attention works on: MCA rows "
-                             f"do not support it. Connect the text encode output directly.")
+            raise ValueError(f"{name} carries {what}, which MCA rows do not support (each row takes one plain "
+                             f"prompt over the whole image). Connect the text encode output directly.")
+
+
+def check_prompt_fits(state: MCAState, conditioning: list, name: str) -> None:
+    """Refuse a prompt from another text encoder than the model's: text width, pooled output, options."""
+    for tensor, options in conditioning:
+        check_sequence_options(options, name)
+        encode = f"encode {name} with the CLIP that belongs to this {state.family} model (its loader's CLIP output)"
+        if state.text_width is not None and tensor.shape[-1] != state.text_width:
+            raise ValueError(f"{name} holds {tensor.shape[-1]}-wide text tokens but this {state.family} model reads "
+                             f"{state.text_width}-wide ones: {encode}.")
+        pooled = options.get("pooled_output")
+        if state.pooled_width is None:
+            continue
+        if pooled is None:
+            raise ValueError(f"{name} has no pooled text output, which this {state.family} model needs: {encode}.")
+        if state.pooled_width and pooled.shape[-1] != state.pooled_width:
+            raise ValueError(f"{name} has a {pooled.shape[-1]}-wide pooled output but this {state.family} model "
+                             f"needs {state.pooled_width}: {encode}.")
 
 
 def row_prompts(condition: list, subject: list, target: list, repeat_short: bool = True) -> list:
@@ -70,7 +92,7 @@ def row_prompts(condition: list, subject: list, target: list, repeat_short: bool
     ``repeat_short``: prompts of different lengths are repeated to a common length, as ComfyUI does with
     CLIP's 77-token chunks; otherwise (T5 on Flux / Chroma) they must have the same length.
     """
-    names = ("condition_prompt", "subject_prompt", "target_prompt")
+    names = PROMPT_NAMES[:3]
     prompts = [single_prompt(c, name) for c, name in zip((condition, subject, target), names)]
     for (_, options), name in zip(prompts, names):
         check_sequence_options(options, name)
@@ -128,12 +150,13 @@ def build_row_control(model, state: MCAState, subject: dict, condition: dict, si
             f"subject latent {tuple(subject_samples.shape[2:])} and condition latent "
             f"{tuple(condition_samples.shape[2:])} differ in size: resize both images to the same width and height."
         )
-    subject_trajectory = read_trajectory(subject, "subject")
+    subject_trajectory = read_trajectory(subject)
     if subject_trajectory is None:
         raise ValueError("the subject LATENT carries no inversion trajectory: connect it from MCA DDIM Invert.")
+    check_same_source(subject_trajectory, state.source, "the subject")
     schedule = sampling_schedule(subject_trajectory, sigmas)
     control = RowControl(pinned={SUBJECT: subject_trajectory.row(0)})
-    condition_trajectory = read_trajectory(condition, "condition")
+    condition_trajectory = read_trajectory(condition)
     if condition_trajectory is None and state.preset.needs_condition_image:
         raise ValueError(
             f"the {state.preset.task.value} preset needs the condition image inverted: connect the condition LATENT "
@@ -141,11 +164,17 @@ def build_row_control(model, state: MCAState, subject: dict, condition: dict, si
             f"ignored). For generation from noise, set the patch's preset to generation."
         )
     if condition_trajectory is not None:
+        check_same_source(condition_trajectory, state.source, "the condition")
         check_matches_schedule(condition_trajectory, schedule, "condition", "the subject")
         control.pinned[CONDITION] = condition_trajectory.row(0)
         control.target_start = control.pinned[CONDITION][0]
+    height, width = subject_samples.shape[2:]
+    masks = (("subject_mask", state.subject_mask), ("edit_mask", state.edit_mask), ("blend_mask", blend_mask))
+    for name, mask in masks:
+        if mask is not None:
+            check_aspect(as_single_mask(mask, name), height, width, name, f"the {width}x{height} latent")
     if blend_mask is not None:
-        control.blend_mask = latent_blend_mask(blend_mask, *subject_samples.shape[2:])
+        control.blend_mask = latent_blend_mask(blend_mask, height, width)
     return control, schedule
 
 
@@ -166,14 +195,20 @@ def check_target_prompt(state: MCAState, target_prompt: list) -> None:
                          "both (and encode it with the same CLIP).")
 
 
+SEED_UNUSED = ("MCA Sampler: seed {seed} changes nothing in swap/add: the target starts from the inverted condition "
+               "image, so every seed gives the same image (only generation draws noise from the seed).")
+
+
 def log_schedule(state: MCAState, table: list) -> None:
     """The step x site table and a one-line summary in the log; a warning when neither SAGI nor SALQ runs."""
     summary = describe_run(table)
     logger.info("MCA on %s, %d steps x %d sites: %s. One line per step, one character per site (G = SAGI, "
-                "L = SALQ, . = ordinary):\n%s", state.family, len(table), state.num_layers, summary, format_table(table))
+                "L = SALQ, . = ordinary):\n%s", state.family, len(table), state.num_sites, summary, format_table(table))
     if not any(op is not Op.NONE for row in table for op in row):
-        logger.warning("MCA Sampler: no SAGI and no SALQ step runs under this schedule (%s): the result is a plain "
-                       "image. Widen the step ranges on MCA Attention Patch or use more steps.", summary)
+        message = (f"MCA Sampler: no SAGI and no SALQ step runs under this schedule ({summary}): the result is a "
+                   f"plain image. Widen the step ranges on MCA Attention Patch or use more steps.")
+        logger.warning(message)
+        tell_the_ui(message)
 
 
 def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative, subject: dict, condition: dict,
@@ -193,8 +228,10 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     control, schedule = build_row_control(model, state, subject, condition, sigmas, blend_mask)
     if state.edit_mask is None:
         check_target_prompt(state, target_prompt)
-    for (_, options) in negative:
-        check_sequence_options(options, "negative")
+    for conditioning, name in zip((condition_prompt, subject_prompt, target_prompt, negative), PROMPT_NAMES):
+        check_prompt_fits(state, conditioning, name)
+    if state.preset.needs_condition_image and state.warn_once(f"seed {seed}", SEED_UNUSED.format(seed=seed)):
+        tell_the_ui(SEED_UNUSED.format(seed=seed))
     positive = row_prompts(condition_prompt, subject_prompt, target_prompt,
                            repeat_short=state.repeats_short_prompts)
     run = MCARun(total_steps=schedule.numel() - 1)
@@ -247,7 +284,9 @@ class MCASampler:
                 "condition": ("LATENT", {"tooltip": "Swap/add: the condition image from MCA DDIM Invert (same steps). "
                                                     "Generation: an Empty Latent Image of the output size."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
-                                 "tooltip": "Noise seed for the condition and target rows (generation)."}),
+                                 "tooltip": "Generation: the noise seed of the condition and target rows. Swap/add: "
+                                            "no effect (the target starts from the inverted condition image, so "
+                                            "'increment' regenerates the same image; the log says so)."}),
                 "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1,
                                   "tooltip": "Classifier-free guidance for all rows (official: 7.5)."}),
                 "local_blend": ("BOOLEAN", {"default": True,

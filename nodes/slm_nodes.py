@@ -12,7 +12,7 @@ import folder_paths
 
 from contextlib import ExitStack
 
-from ..mca_attention.masks import resize_mask
+from ..mca_attention.masks import check_aspect, resize_mask
 from ..model_files import GROUNDING_DINO, SAM
 from ..slm import build_grounding_dino, build_sam, detect, dilate, load_state_dict, segment_boxes, union
 from ..slm.bert_compat import bert_vocab_dir
@@ -164,7 +164,7 @@ class MCASLMMask:
             },
             "optional": {
                 "region": ("MASK", {"tooltip": "Subject addition: use this drawn region instead of detecting (no model "
-                                              "runs). A region of another size is resized to the image "
+                                              "runs). A region of another size (same aspect ratio) is resized to the image "
                                               "(nearest neighbour)."}),
                 "detection_size": ("INT", {"default": 800, "min": 64, "max": 2048, "step": 8,
                                            "tooltip": "Shorter image side for Grounding DINO (its training size: 800)."}),
@@ -204,6 +204,7 @@ class MCASLMMask:
 def region_mask(region: torch.Tensor, index: int, height: int, width: int) -> torch.Tensor:
     """The drawn region for image ``index`` (the last one repeats), resized (nearest) to the image: ``[1, H, W]``."""
     mask = region[min(index, region.shape[0] - 1)].float().cpu()
+    check_aspect(mask, height, width, "region", f"image {index}")
     return resize_mask(mask, height, width)[None]
 
 

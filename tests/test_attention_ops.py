@@ -137,14 +137,14 @@ def test_site_mask_is_nearest_and_row_major():
 def test_swap_preset_at_50_steps_reproduces_the_official_schedule():
     table = PRESETS[Task.SWAP].schedule.with_first_layer(9).table(50, 16)  # SD1.5's preset site: see test_families
     for step in range(50):
-        for layer in range(16):
+        for site in range(16):
             if step < 5:
                 expected = Op.SAGI  # E_GI = int(50 * 0.1)
-            elif layer >= 9:
+            elif site >= 9:
                 expected = Op.SALQ  # S_LQ = 4, but SAGI takes precedence at step 4
             else:
                 expected = Op.NONE
-            assert table[step][layer] is expected, (step, layer)
+            assert table[step][site] is expected, (step, site)
 
 
 def test_generation_preset_runs_salq_at_every_layer_after_sagi():
@@ -166,7 +166,7 @@ def test_every_task_states_its_blend_and_inputs():
 
 
 def test_schedule_fractions_follow_the_step_count():
-    schedule = MCASchedule(sagi_start=0.0, sagi_end=0.4, salq_start=0.2, salq_end=0.8, salq_first_layer=12)
+    schedule = MCASchedule(sagi_start=0.0, sagi_end=0.4, salq_start=0.2, salq_end=0.8, salq_first_site=12)
     sagi_steps, salq_steps = schedule.step_ranges(10)
     assert list(sagi_steps) == [0, 1, 2, 3] and list(salq_steps) == [2, 3, 4, 5, 6, 7]
     assert schedule.op_at(3, 0, 10) is Op.SAGI
@@ -180,7 +180,7 @@ def test_schedule_fractions_follow_the_step_count():
 def test_schedule_refuses_a_start_after_its_end(op):
     with pytest.raises(ValueError, match=f"{op}_start \\(0.5\\) is after {op}_end \\(0.2\\)"):
         MCASchedule(**{f"{op}_start": 0.5, f"{op}_end": 0.2})
-    empty = MCASchedule(**{f"{op}_start": 0.3, f"{op}_end": 0.3}, salq_first_layer=0)  # equal: off, allowed
+    empty = MCASchedule(**{f"{op}_start": 0.3, f"{op}_end": 0.3}, salq_first_site=0)  # equal: off, allowed
     assert not any(o is Op(op) for row in empty.table(10, 16) for o in row)
 
 

@@ -9,7 +9,7 @@ import torch
 import comfy.sample
 import comfy.samplers
 from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model
-from mca_ctrl.mca_attention.unet_layers import find_attention_sites
+from mca_ctrl.mca_attention.unet_sites import find_attention_sites
 from dense_reference import check_recorded_calls, recording
 from mca_ctrl.mca_attention.run import MCARun
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
@@ -18,10 +18,10 @@ from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from random_models import square_mask, tiny_prompt
 
 STEPS = 5
-# 5 steps: SAGI at steps 0-1 (every layer), SALQ at steps 2-4 on layers 9-15.
-SCHEDULE_KW = dict(sagi_start=0.0, sagi_end=0.4, salq_start=0.4, salq_end=1.0, salq_first_layer=9)
-EXPECTED_SAGI = {(step, layer) for step in (0, 1) for layer in range(16)}
-EXPECTED_SALQ = {(step, layer) for step in (2, 3, 4) for layer in range(9, 16)}
+# 5 steps: SAGI at steps 0-1 (every site), SALQ at steps 2-4 on layers 9-15.
+SCHEDULE_KW = dict(sagi_start=0.0, sagi_end=0.4, salq_start=0.4, salq_end=1.0, salq_first_site=9)
+EXPECTED_SAGI = {(step, site) for step in (0, 1) for site in range(16)}
+EXPECTED_SALQ = {(step, site) for step in (2, 3, 4) for site in range(9, 16)}
 SITE_KEYS = [("input", n, 0) for n in (1, 2, 4, 5, 7, 8)] + [("middle", 0, 0)] + [("output", n, 0) for n in range(3, 12)]
 SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
 
@@ -46,13 +46,13 @@ def patched(model, task=Task.SWAP, **schedule_kw):
 
 
 def fired(trace, op):
-    return {(step, layer) for step, layer, applied, _ in trace if applied is Op(op)}
+    return {(step, site) for step, site, applied, _ in trace if applied is Op(op)}
 
 
 def test_finds_all_16_sites_in_unet_order(tiny_model):
     sites = find_attention_sites(tiny_model.get_model_object("diffusion_model"))
     assert [s.key for s in sites] == SITE_KEYS
-    assert [s.layer for s in sites] == list(range(16))
+    assert [s.index for s in sites] == list(range(16))
 
 
 # --- the shipped replacement against the dense formula, on the q/k/v a real run hands it -------------------
@@ -70,8 +70,8 @@ def test_patched_replacement_matches_the_dense_formula_on_recorded_calls(tiny_mo
     assert len(calls) == STEPS * 16 * (2 if split else 1)
 
     def expected_op(step, key):
-        layer = SITE_KEYS.index(key)
-        return Op.SAGI if (step, layer) in EXPECTED_SAGI else Op.SALQ if (step, layer) in EXPECTED_SALQ else Op.NONE
+        site = SITE_KEYS.index(key)
+        return Op.SAGI if (step, site) in EXPECTED_SAGI else Op.SALQ if (step, site) in EXPECTED_SALQ else Op.NONE
 
     assert check_recorded_calls(calls, expected_op, SUBJECT_MASK, EDIT_MASK) == {Op.SAGI, Op.SALQ, Op.NONE}
 
@@ -93,7 +93,7 @@ def test_ops_fire_exactly_at_their_step_layer_pairs_and_keep_rows_0_and_1(tiny_m
     trace = mca_state(model).trace
     assert fired(trace, "sagi") == EXPECTED_SAGI
     assert fired(trace, "salq") == EXPECTED_SALQ
-    assert {(step, layer) for step, layer, _, _ in trace} == {(s, n) for s in range(STEPS) for n in range(16)}
+    assert {(step, site) for step, site, _, _ in trace} == {(s, n) for s in range(STEPS) for n in range(16)}
     for before, after in zip(plain_steps, mca_steps):
         torch.testing.assert_close(after[:2], before[:2], atol=1e-6, rtol=0)
     torch.testing.assert_close(out[:2], plain[:2], atol=1e-6, rtol=0)
@@ -240,9 +240,9 @@ def test_generation_derives_the_edit_mask_from_cross_attention(tiny_model):
     expected = mask_from_maps([m for s in (0, 1, 2) for m in maps.maps_at(s)], 2, 2)
     assert torch.equal(maps.mask_before(3), expected)
     assert maps.mask_before(0) is None
-    ops = {(step, layer): op for step, layer, op, _ in state.trace}
-    assert all(ops[(0, layer)] is Op.NONE for layer in range(16)), "no mask before the first step's maps"
-    assert all(ops[(1, layer)] is Op.SAGI for layer in range(16))
+    ops = {(step, site): op for step, site, op, _ in state.trace}
+    assert all(ops[(0, site)] is Op.NONE for site in range(16)), "no mask before the first step's maps"
+    assert all(ops[(1, site)] is Op.SAGI for site in range(16))
     assert fired(state.trace, "salq") == EXPECTED_SALQ
     assert torch.isfinite(rows).all()
 

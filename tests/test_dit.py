@@ -27,14 +27,14 @@ STEPS = 4
 SITES = 5  # the tiny models: 2 double + 3 single blocks
 SITE_KEYS = [("double", 0), ("double", 1), ("single", 0), ("single", 1), ("single", 2)]
 # 4 steps: SAGI at step 0 (every site), SALQ at steps 1-3 from site 2 (the single blocks) on.
-SCHEDULE_KW = dict(sagi_start=0.0, sagi_end=0.25, salq_start=0.25, salq_end=1.0, salq_first_layer=2)
+SCHEDULE_KW = dict(sagi_start=0.0, sagi_end=0.25, salq_start=0.25, salq_end=1.0, salq_first_site=2)
 SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
 LATENT = (8, 8)  # 64 px: a 4 x 4 grid of image tokens
 
 
 def expected_op(step, key):
-    layer = SITE_KEYS.index(key)
-    return Op.SAGI if step == 0 else Op.SALQ if layer >= 2 else Op.NONE
+    site = SITE_KEYS.index(key)
+    return Op.SAGI if step == 0 else Op.SALQ if site >= 2 else Op.NONE
 
 
 @pytest.fixture(params=["flux", "chroma"])
@@ -83,7 +83,7 @@ def test_sites_are_the_double_then_single_blocks_in_call_order(dit):
     _, model, _ = dit
     adapter = model_adapter(model)
     assert [site.key for site in adapter.sites] == SITE_KEYS
-    assert [site.layer for site in adapter.sites] == list(range(SITES))
+    assert [site.index for site in adapter.sites] == list(range(SITES))
     assert adapter.latent_channels == 16 and adapter.min_latent_side == 4
 
 
@@ -91,7 +91,7 @@ def test_sites_are_the_double_then_single_blocks_in_call_order(dit):
 def test_the_preset_runs_every_site_and_never_an_empty_range_on_few_steps(dit, task):
     _, model, _ = dit
     schedule = model_adapter(model).preset_schedule(PRESETS[task])
-    assert schedule.salq_first_layer == 0 and schedule.min_one_step
+    assert schedule.salq_first_site == 0 and schedule.min_one_step
     for steps in (1, 4, 28):
         sagi, salq = schedule.step_ranges(steps)
         assert len(sagi) >= 1 and len(salq) >= 1, (steps, sagi, salq)
@@ -152,7 +152,7 @@ def test_patched_override_matches_the_dense_joint_formula_on_recorded_calls(dit,
 
 def test_never_firing_schedule_equals_the_unpatched_model_exactly(dit):
     _, model, prompt = dit
-    silent = patched(model, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_layer=0)
+    silent = patched(model, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=0)
     assert torch.equal(sample_rows(silent, prompt, cfg=3.0), sample_rows(model, prompt, cfg=3.0))
 
 
@@ -187,7 +187,7 @@ def test_an_override_installed_before_is_chained_for_the_ordinary_rows(dit):
     with_other.model_options["transformer_options"] = options
     reference = sample_rows(with_other, prompt)
     seen.clear()
-    silent = patched(with_other, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_layer=0)
+    silent = patched(with_other, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=0)
     assert torch.equal(sample_rows(silent, prompt), reference)
     assert seen == [3] * STEPS * SITES, "the other override must see every call of a never-firing patch"
     seen.clear()

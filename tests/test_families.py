@@ -14,7 +14,7 @@ from mca_ctrl.mca_attention.layout import TARGET
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
-from mca_ctrl.mca_attention.unet_layers import find_attention_sites
+from mca_ctrl.mca_attention.unet_sites import find_attention_sites
 from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
 from random_models import SDXL_FAMILY, square_mask
 
@@ -48,7 +48,7 @@ def rows_and_negative(family_name: str, seeds=(1, 2, 3)):
 
 def schedule_of(model, task=Task.SWAP, **overrides):
     base = PRESETS[task].schedule
-    values = dict(sagi_start=0.0, sagi_end=0.5, salq_start=0.5, salq_end=1.0, salq_first_layer=base.salq_first_layer)
+    values = dict(sagi_start=0.0, sagi_end=0.5, salq_start=0.5, salq_end=1.0, salq_first_site=base.salq_first_site)
     values.update(overrides)
     return MCASchedule(**values)
 
@@ -71,17 +71,17 @@ def test_site_counts_and_the_preset_site_of_each_family(family):
     sites = adapter.sites
     assert len(sites) == count
     resolved = resolve_schedule(PRESETS[Task.SWAP].schedule, adapter)
-    assert resolved.salq_first_layer == preset_site and sites[preset_site].key == preset_key
-    assert resolve_schedule(PRESETS[Task.GENERATION].schedule, adapter).salq_first_layer == 0
+    assert resolved.salq_first_site == preset_site and sites[preset_site].key == preset_key
+    assert resolve_schedule(PRESETS[Task.GENERATION].schedule, adapter).salq_first_site == 0
     table = resolved.table(50, count)
     for step, row in enumerate(table):  # the official step bounds on every family
-        for layer, op in enumerate(row):
-            assert op is (Op.SAGI if step < 5 else Op.SALQ if layer >= preset_site else Op.NONE), (step, layer)
+        for site, op in enumerate(row):
+            assert op is (Op.SAGI if step < 5 else Op.SALQ if site >= preset_site else Op.NONE), (step, site)
 
 
 def test_sd15_preset_is_the_official_site_9():
     model = random_models.tiny_sd15_model()
-    assert resolve_schedule(PRESETS[Task.SWAP].schedule, model_adapter(model)).salq_first_layer == 9
+    assert resolve_schedule(PRESETS[Task.SWAP].schedule, model_adapter(model)).salq_first_site == 9
 
 
 def test_the_layer_setting_means_the_same_fraction_everywhere(family):
@@ -89,20 +89,20 @@ def test_the_layer_setting_means_the_same_fraction_everywhere(family):
     count = FAMILIES[name][0]
     schedule = attention_patch.effective_schedule(PRESETS[Task.SWAP].schedule, count, 0.5, -1, sagi_start=-1.0,
                                                   sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0)
-    assert schedule.salq_first_layer == count // 2
+    assert schedule.salq_first_site == count // 2
     raw = attention_patch.effective_schedule(PRESETS[Task.SWAP].schedule, count, 0.5, 3, sagi_start=-1.0,
                                              sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0)
-    assert raw.salq_first_layer == 3, "the raw site index wins"
+    assert raw.salq_first_site == 3, "the raw site index wins"
     for beyond in (count, count + 1):  # the site count itself is one past the last site: SALQ would run nowhere
         with pytest.raises(ValueError, match=f"beyond this .* model's {count} self-attention sites .*run nowhere"):
-            patch_model(model, PRESETS[Task.SWAP], schedule_of(model, salq_first_layer=beyond), SUBJECT_MASK,
+            patch_model(model, PRESETS[Task.SWAP], schedule_of(model, salq_first_site=beyond), SUBJECT_MASK,
                         EDIT_MASK)
 
 
 def test_sd15_fraction_reproduces_the_official_site():
     schedule = attention_patch.effective_schedule(PRESETS[Task.SWAP].schedule, 16, 0.5625, -1, sagi_start=-1.0,
                                                   sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0)
-    assert schedule.salq_first_layer == 9
+    assert schedule.salq_first_site == 9
 
 
 def test_patch_on_every_site_matches_the_dense_formula_and_keeps_rows_0_and_1(family):

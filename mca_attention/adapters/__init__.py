@@ -41,6 +41,17 @@ def latent_channels(model) -> int:
     return int(getattr(model.model.latent_format, "latent_channels", 4))
 
 
+def model_source(model) -> dict:
+    """What an inversion made with ``model`` records: its family, latent format and sampling type."""
+    import comfy.model_sampling
+
+    sampling = model.get_model_object("model_sampling")
+    kind = next((name for name in ("CONST", "V_PREDICTION", "EPS")
+                 if isinstance(sampling, getattr(comfy.model_sampling, name))), type(sampling).__name__)
+    return {"family": model_family(model), "latent_format": type(model.model.latent_format).__name__,
+            "sampling": kind}
+
+
 def model_adapter(model) -> ModelAdapter:
     """The adapter for ``model`` (a ComfyUI ModelPatcher), or a ValueError that names the family."""
     diffusion_model = model.get_model_object("diffusion_model")
@@ -57,4 +68,4 @@ def model_adapter(model) -> ModelAdapter:
 
 
 __all__ = ["ADAPTERS", "ModelAdapter", "Site", "latent_channels", "min_latent_side", "model_adapter", "model_family",
-           "SUPPORTED_FAMILIES"]
+           "model_source", "SUPPORTED_FAMILIES"]

@@ -19,7 +19,7 @@ class Site:
     """One self-attention site: how the adapter's hook names it, and its index in call order."""
 
     key: tuple
-    layer: int
+    index: int
 
 
 class ModelAdapter(ABC):
@@ -68,4 +68,24 @@ class ModelAdapter(ABC):
     @abstractmethod
     def install(self, patched, state) -> None:
         """Put the MCA hook on every site of ``patched`` (a clone), chaining what was there before."""
+
+    @abstractmethod
+    def text_width(self) -> int:
+        """The width of the text tokens the model reads (its text encoder's output)."""
+
+    @abstractmethod
+    def pooled_width(self) -> int | None:
+        """The width of the pooled text vector the model needs, 0 when it needs one of unknown width, None if none."""
+
+
+
+def tell_the_ui(message: str) -> None:
+    """Show ``message`` on the node that is executing, as ComfyUI's progress text (0.3.75 and newer)."""
+    from comfy_execution.utils import get_executing_context
+    from server import PromptServer
+
+    context = get_executing_context()
+    server = getattr(PromptServer, "instance", None)
+    if context is not None and hasattr(server, "send_progress_text"):
+        server.send_progress_text(message, context.node_id)
 

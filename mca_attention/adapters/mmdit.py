@@ -21,7 +21,7 @@ from ..run import run_step
 from ..schedule import MCASchedule, Op
 from ..state import OUTSIDE_MCA_SAMPLER, MCAState
 from ..tasks import TaskPreset
-from .base import ModelAdapter, Site
+from .base import ModelAdapter, Site, tell_the_ui
 
 OVERRIDE_KEY = "optimized_attention_override"
 PROBE_BLOCK_TYPE = "double"  # generation: the target's attention to the subject words, read in the double blocks
@@ -42,9 +42,9 @@ def token_grid(latent_size: tuple[int, int], patch_size: int) -> tuple[int, int]
 class JointAttention:
     """The attention override of one patched MMDiT; chains to the override that was installed before."""
 
-    def __init__(self, state: MCAState, layers: dict[tuple[str, int], int], patch_size: int, previous=None):
+    def __init__(self, state: MCAState, site_index: dict[tuple[str, int], int], patch_size: int, previous=None):
         self.state = state
-        self.layers = layers
+        self.site_index = site_index
         self.patch_size = patch_size
         self.previous = previous
 
@@ -59,14 +59,14 @@ class JointAttention:
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options") or {}
         current = run_step(options)
-        layer = self.layers.get((options.get("block_type"), options.get("block_index")))
-        if current is None:
-            self.state.warn_once("outside", OUTSIDE_MCA_SAMPLER)
-        if current is None or layer is None:
+        site = self.site_index.get((options.get("block_type"), options.get("block_index")))
+        if current is None and self.state.warn_once("outside", OUTSIDE_MCA_SAMPLER):
+            tell_the_ui(OUTSIDE_MCA_SAMPLER)
+        if current is None or site is None:
             return self._ordinary(func, args, kwargs)
         q, k, v, heads = args[:4]
         cache = self.state.run_cache(current.run)
-        op = cache["ops"][current.step][layer]
+        op = cache["ops"][current.step][site]
         cond_or_uncond = options["cond_or_uncond"]
         rows_ok = q.shape[0] == ROWS_PER_CHUNK * len(cond_or_uncond)
         grid = token_grid(current.run.latent_size, self.patch_size)
@@ -78,15 +78,14 @@ class JointAttention:
         if rows_ok and self.state.edit_mask is None and options.get("block_type") == PROBE_BLOCK_TYPE:
             self._record_subject_map(cache, current.step, q, k, heads, cond_or_uncond, text_tokens, grid)
         if op is not Op.NONE and not rows_ok:
-            self.state.warn_once("rows", f"MCA attention is inactive in a {q.shape[0] // len(cond_or_uncond)}-row "
-                                         f"batch: it needs the MCA Sampler's 3 rows (condition, subject, target).")
+            self.state.warn_inactive_rows(q.shape[0], len(cond_or_uncond))
             op = Op.NONE
         plan = None
         if op is not Op.NONE:
             plan = self.state.plan(cache, current.step, grid[0], grid[1], q.device)
             op = op if plan is not None else Op.NONE
         if self.state.trace is not None:
-            self.state.trace.append((current.step, layer, op, len(cond_or_uncond)))
+            self.state.trace.append((current.step, site, op, len(cond_or_uncond)))
         if op is Op.NONE:
             return self._ordinary(func, args, kwargs)
         if kwargs.get("mask") is not None:
@@ -152,12 +151,19 @@ class MMDiTAdapter(ModelAdapter):
 
     def preset_schedule(self, preset: TaskPreset) -> MCASchedule:
         """Every site (0 of the sites), the official step fractions, and never a silent zero-step range."""
-        first = preset.schedule.salq_first_layer
-        return replace(preset.schedule, salq_first_layer=self.preset_first_site() if first is None else first,
+        first = preset.schedule.salq_first_site
+        return replace(preset.schedule, salq_first_site=self.preset_first_site() if first is None else first,
                        min_one_step=True)
 
+    def text_width(self) -> int:
+        return int(self.model.get_model_object("diffusion_model").txt_in.in_features)
+
+    def pooled_width(self) -> int | None:
+        vector_in = getattr(self.model.get_model_object("diffusion_model"), "vector_in", None)
+        return None if vector_in is None else int(vector_in.in_layer.in_features)  # Flux: CLIP-L pooled; Chroma none
+
     def install(self, patched, state: MCAState) -> None:
-        layers = {site.key: site.layer for site in self.sites}
+        site_index = {site.key: site.index for site in self.sites}
         options = dict(patched.model_options.get("transformer_options", {}))
-        options[OVERRIDE_KEY] = JointAttention(state, layers, self.patch_size, options.get(OVERRIDE_KEY))
+        options[OVERRIDE_KEY] = JointAttention(state, site_index, self.patch_size, options.get(OVERRIDE_KEY))
         patched.model_options["transformer_options"] = options

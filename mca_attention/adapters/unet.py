@@ -18,8 +18,8 @@ from ..layout import ROWS_PER_CHUNK
 from ..run import run_step
 from ..schedule import Op
 from ..state import OUTSIDE_MCA_SAMPLER, MCAState
-from ..unet_layers import AttentionSite, find_attention_sites, preset_salq_layer
-from .base import ModelAdapter
+from ..unet_sites import AttentionSite, find_attention_sites, preset_salq_site
+from .base import ModelAdapter, tell_the_ui
 
 
 def is_unet(diffusion_model: torch.nn.Module) -> bool:
@@ -34,17 +34,12 @@ def ordinary_attention(q, k, v, extra_options: dict) -> torch.Tensor:
     )
 
 
-def inactive_rows_warning(state: MCAState, rows: int, chunks: int) -> None:
-    state.warn_once("rows", f"MCA attention is inactive in a {rows // chunks}-row batch: it needs the MCA "
-                            f"Sampler's 3 rows (condition, subject, target).")
-
-
 class MCASiteAttention:
     """attn1 replacement for one site; chains to a replacement another pack installed before us."""
 
-    def __init__(self, state: MCAState, layer: int, previous: Callable | None = None):
+    def __init__(self, state: MCAState, site: int, previous: Callable | None = None):
         self.state = state
-        self.layer = layer
+        self.index = site
         self.previous = previous
 
     def __deepcopy__(self, memo):
@@ -58,13 +53,14 @@ class MCASiteAttention:
     def __call__(self, q, k, v, extra_options):
         current = run_step(extra_options)
         if current is None:
-            self.state.warn_once("outside", OUTSIDE_MCA_SAMPLER)
+            if self.state.warn_once("outside", OUTSIDE_MCA_SAMPLER):
+                tell_the_ui(OUTSIDE_MCA_SAMPLER)
             return self._ordinary(q, k, v, extra_options)
         cache = self.state.run_cache(current.run)
-        op = cache["ops"][current.step][self.layer]
+        op = cache["ops"][current.step][self.index]
         cond_or_uncond = extra_options["cond_or_uncond"]
         if op is not Op.NONE and q.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond):
-            inactive_rows_warning(self.state, q.shape[0], len(cond_or_uncond))
+            self.state.warn_inactive_rows(q.shape[0], len(cond_or_uncond))
             op = Op.NONE
         plan = None
         if op is not Op.NONE:
@@ -72,7 +68,7 @@ class MCASiteAttention:
             plan = self.state.plan(cache, current.step, int(height), int(width), q.device)
             op = op if plan is not None else Op.NONE
         if self.state.trace is not None:
-            self.state.trace.append((current.step, self.layer, op, len(cond_or_uncond)))
+            self.state.trace.append((current.step, self.index, op, len(cond_or_uncond)))
         if op is Op.NONE:
             return self._ordinary(q, k, v, extra_options)
 
@@ -149,12 +145,18 @@ class UNetAdapter(ModelAdapter):
         return 2 ** sum(isinstance(module, Downsample) for module in diffusion_model.input_blocks.modules())
 
     def preset_first_site(self) -> int:
-        return preset_salq_layer(self.sites)
+        return preset_salq_site(self.sites)
+
+    def text_width(self) -> int:
+        return int(self.sites[0].transformer.attn2.to_k.in_features)
+
+    def pooled_width(self) -> int | None:
+        return 0 if getattr(self.model.model, "adm_channels", 0) else None  # SDXL family: pooled text in its ADM
 
     def install(self, patched, state: MCAState) -> None:
         existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
         for site in self.sites:
             previous = existing.get(site.key) or existing.get(site.key[:2])
-            patched.set_model_attn1_replace(MCASiteAttention(state, site.layer, previous), *site.key)
+            patched.set_model_attn1_replace(MCASiteAttention(state, site.index, previous), *site.key)
         if state.edit_mask is None:
             patched.set_model_attn2_patch(MCACrossAttentionProbe(state, self.sites))

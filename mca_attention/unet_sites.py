@@ -1,10 +1,10 @@
-"""The self-attention sites of a ComfyUI UNet, and a way to name layers that means the same on every family.
+"""The self-attention sites of a ComfyUI UNet, and a way to name sites that means the same on every family.
 
 Sites are found by walking the UNet (``input_blocks``, ``middle_block``, ``output_blocks``, and the
 ``transformer_blocks`` of every spatial transformer in them): the walk order is ComfyUI's call order.
 SD1.x/2.x have 16 sites, SDXL 70, its distilled variants fewer (SSD-1B 34, Segmind Vega 15, KOALA-700M
-21, KOALA-1B 30). Layer_LQ is given as a fraction of a model's sites in that order (``layer_from_fraction``);
-each family's preset comes from one structural rule (``preset_salq_layer``), which on SD1.5 is the
+21, KOALA-1B 30). Layer_LQ is given as a fraction of a model's sites in that order (``site_from_fraction``);
+each family's preset comes from one structural rule (``preset_salq_site``), which on SD1.5 is the
 official site 9.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ class AttentionSite:
     block_name: str
     block_number: int
     block_index: int
-    layer: int
+    index: int
     level: int  # resolution level counted in the walk: a new level after every down- or upsampling
     transformer: torch.nn.Module = field(compare=False, repr=False)
 
@@ -57,23 +57,23 @@ def find_attention_sites(diffusion_model: torch.nn.Module) -> list[AttentionSite
     return sites
 
 
-def preset_salq_layer(sites: list[AttentionSite]) -> int:
+def preset_salq_site(sites: list[AttentionSite]) -> int:
     """SALQ's first site by the official SD1.5 choice, stated structurally.
 
     On SD1.5, Layer_LQ = 9 is the (only) site of the last spatial transformer of the decoder's coarsest
     attention level (output block 5, 16 x 16 for a 512 px image): SALQ covers that block and every finer
     level. The same rule on another family: the first site of the last decoder block, at the decoder's
     coarsest attention level, that holds attention. (SDXL: site 54 of 70, output block 2, one of the
-    three layers MasaCtrl's SDXL script tries: 44, 54, 64.)
+    three sites MasaCtrl's SDXL script tries (its 'layers'): 44, 54, 64.)
     """
     decoder = [site for site in sites if site.block_name == "output"]
     if not decoder:
         return len(sites)
     coarsest = [site for site in decoder if site.level == decoder[0].level]
     last_block = coarsest[-1].block_number
-    return next(site.layer for site in coarsest if site.block_number == last_block)
+    return next(site.index for site in coarsest if site.block_number == last_block)
 
 
-def layer_from_fraction(fraction: float, num_layers: int) -> int:
+def site_from_fraction(fraction: float, num_sites: int) -> int:
     """The first site of "the sites from this fraction of the UNet on": ``floor(fraction * N)``."""
-    return int(math.floor(fraction * num_layers + 1e-6))
+    return int(math.floor(fraction * num_sites + 1e-6))
