@@ -15,7 +15,7 @@ from random_models import square_mask, tiny_prompt
 
 STEPS = 5
 CFG = 5.0
-SILENT = MCASchedule(sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_layer=9)  # patched, but attention never changes
+SILENT = MCASchedule(sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=9)  # patched, but attention never changes
 
 
 @pytest.fixture()

@@ -44,7 +44,7 @@ def mca_task(task: str, checkpoint: str, steps: int = 3, seed: int = 1) -> dict:
     graph["patch"] = {"class_type": "MCA_AttentionPatch", "inputs": {
         "model": ["ckpt", 0], "subject_mask": _mask(graph, "subject_mask", 16, 16, 32),
         "preset": task, "sagi_start": -1.0, "sagi_end": -1.0, "salq_start": -1.0, "salq_end": -1.0,
-        "salq_layers": -1.0, "salq_first_site": -1}}
+        "salq_sites": -1.0, "salq_first_site": -1}}
     if task == "generation":  # the edit region comes from the target's cross-attention to "fox"
         graph["patch"]["inputs"].update(clip=["ckpt", 1], target_text=TARGET_TEXT, subject_words="fox")
     else:
