@@ -30,7 +30,7 @@ def resolve_schedule(schedule: MCASchedule, adapter: ModelAdapter) -> MCASchedul
 
 def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: torch.Tensor,
                 edit_mask: torch.Tensor | None, subject_tokens: list[int] | None = None,
-                target_text_cond: torch.Tensor | None = None):
+                target_text_cond: torch.Tensor | None = None, reposition: bool = False):
     """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at every self-attention site.
 
     ``schedule.salq_first_site`` None means the model family's preset site.
@@ -38,8 +38,13 @@ def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: 
     Without ``edit_mask`` (generation) the edit region comes from the target's attention to the text
     tokens at ``subject_tokens`` of the target prompt (``target_text_cond``, when given, is that prompt
     encoded, so that the sampler can check it receives the same prompt).
+
+    ``reposition`` (RoPE models): SALQ sees the subject's image keys moved onto the edit region.
     """
     adapter = model_adapter(model)
+    if reposition and not adapter.has_positions:
+        raise ValueError(f"subject_position 'edit region' moves RoPE positions, which this {adapter.family} model's "
+                         f"attention has none of (only Flux.1 and Chroma have): set subject_position to 'own'.")
     schedule = resolve_schedule(schedule, adapter)
     if edit_mask is None and preset.needs_edit_mask:
         raise ValueError(f"the {preset.task.value} preset needs an edit_mask: the region of the condition image "
@@ -61,6 +66,7 @@ def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: 
         source=model_source(model),
         text_width=adapter.text_width(),
         pooled_width=adapter.pooled_width(),
+        reposition=reposition,
     )
     patched = model.clone()
     adapter.install(patched, state)

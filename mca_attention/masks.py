@@ -41,3 +41,12 @@ def check_aspect(mask: torch.Tensor, height: int, width: int, name: str, target:
         raise ValueError(f"{name} is {mask_width}x{mask_height} but {target} is {width}x{height}, another aspect "
                          f"ratio: resizing would stretch the mask off its object. Make the mask on the same image "
                          f"(or one of the same aspect ratio).")
+
+
+def centroid(flat_mask: torch.Tensor, height: int, width: int) -> tuple[float, float]:
+    """The (row, column) centre of a flattened ``height x width`` mask's set positions (the grid's centre if none)."""
+    grid = flat_mask.reshape(height, width) > MASK_THRESHOLD
+    if not bool(grid.any()):
+        return (height - 1) / 2, (width - 1) / 2
+    rows, columns = grid.nonzero(as_tuple=True)
+    return float(rows.float().mean()), float(columns.float().mean())

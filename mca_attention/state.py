@@ -14,7 +14,7 @@ import torch
 from .attention import RegionPlan, plan_regions
 from .cross_attention_mask import CrossAttentionMaps
 from .layout import RowLayout, row_layout
-from .masks import MASK_THRESHOLD, as_single_mask, site_mask
+from .masks import MASK_THRESHOLD, as_single_mask, centroid, site_mask
 from .run import MCARun
 from .schedule import MCASchedule
 from .tasks import TaskPreset
@@ -54,6 +54,7 @@ class MCAState:
     source: dict | None = None  # the model's family, latent format and sampling type (inversions must match)
     text_width: int | None = None  # the width of the text tokens the model reads
     pooled_width: int | None = None  # the pooled text vector it needs: its width, 0 = unknown width, None = none
+    reposition: bool = False  # RoPE models: SALQ sees the subject's keys moved onto the edit region
     trace: list | None = None  # when a list, every call appends (step, site, op, chunks): for tests
     _warned: set = field(default_factory=set, repr=False)
 
@@ -100,6 +101,18 @@ class MCAState:
             plan = plan_regions(site_mask(self.subject_mask, height, width).to(device),
                                 site_mask(edit, height, width).to(device))
             cached = cache["plans"][key] = (edit, plan)
+        return cached[1]
+
+    def subject_shift(self, cache: dict, step: int, height: int, width: int) -> tuple[float, float]:
+        """(rows, columns) from the subject mask's centre to the edit region's, at a ``height x width`` grid."""
+        edit = self.edit_mask_at(cache, step)
+        key = (height, width)
+        cached = cache.setdefault("shifts", {}).get(key)
+        if cached is None or cached[0] is not edit:
+            subject_centre = centroid(site_mask(self.subject_mask, height, width), height, width)
+            edit_centre = centroid(site_mask(edit, height, width), height, width)
+            shift = (edit_centre[0] - subject_centre[0], edit_centre[1] - subject_centre[1])
+            cached = cache["shifts"][key] = (edit, shift)
         return cached[1]
 
     def layout(self, cache: dict, total_rows: int, cond_or_uncond: list[int], device: torch.device) -> RowLayout:

@@ -13,6 +13,7 @@ from ..mca_attention.unet_sites import site_from_fraction
 from .common import CATEGORY
 
 PRESET_DEFAULT = -1.0
+SUBJECT_POSITIONS = {"own": False, "edit region": True}  # widget value -> patch_model's reposition
 MAX_TEXT_TOKENS = 75  # one 77-token chunk: start token, 75 text tokens, end token
 logger = logging.getLogger(__name__)
 
@@ -177,11 +178,18 @@ class MCAAttentionPatch:
                 "token_indices": ("STRING", {"default": "",
                                              "tooltip": "Alternative to subject_words: token positions in the target "
                                                         "prompt, comma-separated (1 = first word's first token)."}),
+                "subject_position": (list(SUBJECT_POSITIONS), {
+                    "default": "own",
+                    "tooltip": "Flux/Chroma (RoPE): 'own' keeps the subject's keys at their positions in the subject "
+                               "image (the paper's rule carried over); 'edit region' moves them onto the edit "
+                               "region for SALQ (the re-positioning of FreeGraftor / Personalize Anything), for a "
+                               "subject that sits elsewhere in its image. UNets have no positions: 'own' only."}),
             },
         }
 
     def patch(self, model, subject_mask, preset, sagi_start, sagi_end, salq_start, salq_end, salq_sites,
-              salq_first_site, edit_mask=None, clip=None, target_text="", subject_words="", token_indices=""):
+              salq_first_site, edit_mask=None, clip=None, target_text="", subject_words="", token_indices="",
+              subject_position="own"):
         task_preset = PRESETS[Task(preset)]
         adapter = model_adapter(model)
         sites = adapter.sites
@@ -194,7 +202,7 @@ class MCAAttentionPatch:
             if clip is not None and target_text.strip():
                 text_cond = encoded_text(clip, target_text)
         patched = patch_model(model, task_preset, schedule, subject_mask, edit_mask, subject_tokens=tokens,
-                              target_text_cond=text_cond)
+                              target_text_cond=text_cond, reposition=SUBJECT_POSITIONS[subject_position])
         first = mca_state(patched).schedule.salq_first_site  # resolved for this model by patch_model
         logger.info("MCA Attention Patch: %s model, %d self-attention sites, %s preset, SALQ from site %d; the "
                     "MCA Sampler logs the step x site table.", adapter.family, len(sites), preset, first)

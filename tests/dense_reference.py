@@ -80,7 +80,26 @@ def _heads_first_dense(q, k, v, allowed):
     return scores.softmax(-1) @ v.double()
 
 
-def dense_joint_expected(call: dict, op: Op, subject_mask, edit_mask):
+def rope_rotation(keys, shift, axes_dim, theta):
+    """RoPE written out: each (even, odd) pair of axis ``a``'s channels turned by ``shift[a] * theta^(-2i/dim_a)``."""
+    out, start = keys.double().clone(), 0
+    for axis, dim in enumerate(axes_dim):
+        pairs = torch.arange(dim // 2, dtype=torch.float64)
+        angle = shift[axis] * theta ** (-2 * pairs / dim)
+        even, odd = keys[..., start:start + dim:2].double(), keys[..., start + 1:start + dim:2].double()
+        out[..., start:start + dim:2] = even * angle.cos() - odd * angle.sin()
+        out[..., start + 1:start + dim:2] = even * angle.sin() + odd * angle.cos()
+        start += dim
+    return out
+
+
+def centre(flat, height, width):
+    grid = (flat > 0.5).reshape(height, width)
+    rows, columns = grid.nonzero(as_tuple=True)
+    return rows.double().mean(), columns.double().mean()
+
+
+def dense_joint_expected(call: dict, op: Op, subject_mask, edit_mask, rope=None):
     """The paper's rules carried over to joint attention, as the issue states them, for one recorded call.
 
     Output ``[B, L, H*d]``. Every row and the target's text queries: ordinary attention over the row's own
@@ -90,6 +109,15 @@ def dense_joint_expected(call: dict, op: Op, subject_mask, edit_mask):
     """
     q, k, v, text = call["q"], call["k"], call["v"], call["text_tokens"]
     batch, heads, length, dim = q.shape
+    image_keys = k  # where the region keys' image part comes from
+    if rope is not None and op is Op.SALQ:  # (axes_dim, theta): SALQ sees the subject keys moved onto the edit region
+        grid = call["grid"]
+        subject_centre = centre(mask_at(subject_mask, *grid), *grid)
+        edit_centre = centre(mask_at(edit_mask, *grid), *grid)
+        shift = (0.0, edit_centre[0] - subject_centre[0], edit_centre[1] - subject_centre[1])
+        image_keys = k.double().clone()
+        for chunk in range(len(call["cond_or_uncond"])):
+            image_keys[3 * chunk + 1, :, text:] = rope_rotation(k[3 * chunk + 1, :, text:], shift, *rope)
     every = torch.ones(length, dtype=torch.bool)
     out = torch.cat([_heads_first_dense(q[r:r + 1], k[r:r + 1], v[r:r + 1], every) for r in range(batch)])
     if op is not Op.NONE:
@@ -101,7 +129,8 @@ def dense_joint_expected(call: dict, op: Op, subject_mask, edit_mask):
             c, s, t = 3 * chunk, 3 * chunk + 1, 3 * chunk + 2
 
             def region(query_row, text_row, image_row, allowed_image):
-                keys = torch.cat([k[text_row:text_row + 1, :, :text], k[image_row:image_row + 1, :, text:]], 2)
+                keys = torch.cat([k[text_row:text_row + 1, :, :text].double(),
+                                  image_keys[image_row:image_row + 1, :, text:].double()], 2)
                 values = torch.cat([v[text_row:text_row + 1, :, :text], v[image_row:image_row + 1, :, text:]], 2)
                 allowed = allowed_image if bool(allowed_image.any()) else torch.ones_like(allowed_image)
                 return _heads_first_dense(q[query_row:query_row + 1, :, text:], keys, values,
@@ -137,13 +166,14 @@ def recording_override(model, calls: list, token_grid):
     return recorder
 
 
-def check_joint_calls(calls: list, expected_op, subject_mask, edit_mask) -> set:
+def check_joint_calls(calls: list, expected_op, subject_mask, edit_mask, rope=None) -> set:
     """Every recorded joint-attention output equals the dense formula for its (step, site) op."""
     seen = set()
     for call in calls:
         op = expected_op(call["step"], call["key"])
         seen.add(op)
-        torch.testing.assert_close(call["out"].double(), dense_joint_expected(call, op, subject_mask, edit_mask),
+        expected = dense_joint_expected(call, op, subject_mask, edit_mask, rope)
+        torch.testing.assert_close(call["out"].double(), expected,
                                    atol=2e-5, rtol=1e-4,
                                    msg=lambda m, call=call, op=op: f"step {call['step']} {call['key']} {op}: {m}")
     return seen

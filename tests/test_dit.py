@@ -150,6 +150,29 @@ def test_patched_override_matches_the_dense_joint_formula_on_recorded_calls(dit,
     assert check_joint_calls(calls, expected_op, SUBJECT_MASK, EDIT_MASK) == {Op.SAGI, Op.SALQ, Op.NONE}
 
 
+def test_subject_moved_onto_the_edit_region_matches_the_dense_formula(dit):
+    """subject_position 'edit region': SALQ's subject keys turned by the RoPE rotation of the shift between the
+    two masks' centres (RoPE written out in the test); every other row, op and token as before."""
+    _, model, prompt = dit
+    calls = []
+    corner = square_mask(64, 0, 32)  # token rows/columns 0-1 of 4: one token up and left of the subject's centre
+    moved = patch_model(model, PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK, corner, reposition=True)
+    out = sample_rows(recording_override(moved, calls, grid_of), prompt, cfg=3.0)
+    params = model.get_model_object("diffusion_model").params
+    assert check_joint_calls(calls, expected_op, SUBJECT_MASK, corner,
+                             rope=(params.axes_dim, params.theta)) == {Op.SAGI, Op.SALQ, Op.NONE}
+    own = sample_rows(patch_model(model, PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK, corner),
+                      prompt, cfg=3.0)
+    assert (out[TARGET] - own[TARGET]).abs().max() > 1e-4, "the masks' centres differ: moving must change SALQ"
+    torch.testing.assert_close(out[:2], own[:2], atol=1e-5, rtol=0)
+
+
+def test_moving_the_subject_is_refused_on_a_unet(pack):
+    with pytest.raises(ValueError, match="subject_position 'edit region' moves RoPE positions.*set subject_position"):
+        patch_model(random_models.tiny_sd15_model(), PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK,
+                    EDIT_MASK, reposition=True)
+
+
 def test_never_firing_schedule_equals_the_unpatched_model_exactly(dit):
     _, model, prompt = dit
     silent = patched(model, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=0)

@@ -29,6 +29,8 @@ class ModelAdapter(ABC):
     text_encoder_key: str | None = None
     #: whether prompts of different token lengths are repeated to a common length (CLIP's 77-token chunks)
     repeats_short_prompts: bool = False
+    #: whether keys carry positions (RoPE), so that the subject's can be moved onto the edit region
+    has_positions: bool = False
 
     def __init__(self, model, family: str):
         self.model = model

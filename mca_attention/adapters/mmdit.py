@@ -33,6 +33,13 @@ def _merged(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, tokens, heads * dim)
 
 
+def rotate(x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+    """RoPE's rotation of ``x`` ``[..., dim]`` by ``pe`` (EmbedND's ``[..., dim/2, 2, 2]`` matrices), in float32."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 1, 2)
+    out = pe[..., 0] * pairs[..., 0] + pe[..., 1] * pairs[..., 1]
+    return out.reshape(x.shape).to(x.dtype)
+
+
 def token_grid(latent_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
     """The image-token grid of a latent, as the model patchifies it (padding up to the patch size)."""
     height, width = latent_size
@@ -42,10 +49,12 @@ def token_grid(latent_size: tuple[int, int], patch_size: int) -> tuple[int, int]
 class JointAttention:
     """The attention override of one patched MMDiT; chains to the override that was installed before."""
 
-    def __init__(self, state: MCAState, site_index: dict[tuple[str, int], int], patch_size: int, previous=None):
+    def __init__(self, state: MCAState, site_index: dict[tuple[str, int], int], patch_size: int, pe_embedder,
+                 previous=None):
         self.state = state
         self.site_index = site_index
         self.patch_size = patch_size
+        self.pe_embedder = pe_embedder  # the model's RoPE (EmbedND): turns (index, h, w) offsets into rotations
         self.previous = previous
 
     def __deepcopy__(self, memo):
@@ -93,7 +102,11 @@ class JointAttention:
                              "sets one on the prompts given to the MCA Sampler.")
 
         rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device)
-        target = target_attention(op, _merged(q), _merged(k), _merged(v), rows, plan, heads, text_tokens=text_tokens)
+        keys = k
+        if op is Op.SALQ and self.state.reposition:
+            keys = self._subject_moved(cache, current.step, k, rows, text_tokens, grid)
+        target = target_attention(op, _merged(q), _merged(keys), _merged(v), rows, plan, heads,
+                                  text_tokens=text_tokens)
         keep = rows.keep
         kept = self._ordinary(func, (q[keep], k[keep], v[keep], *args[3:]), kwargs)
         if kwargs.get("skip_output_reshape"):
@@ -102,6 +115,16 @@ class JointAttention:
         out[keep] = kept
         out[rows.target] = target.to(out.dtype)
         return out
+
+    def _subject_moved(self, cache, step, k, rows, text_tokens, grid) -> torch.Tensor:
+        """``k`` with the subject rows' image keys moved onto the edit region: RoPE rotations add, so turning
+        a key by the rotation of the shift gives the key the subject would have had there."""
+        shift = self.state.subject_shift(cache, step, *grid)
+        offset = torch.tensor([[[0.0, shift[0], shift[1]]]], device=k.device)
+        pe = self.pe_embedder(offset)  # [1, 1, 1, dim/2, 2, 2]: one rotation for every token
+        moved = k.clone()
+        moved[rows.subject, :, text_tokens:] = rotate(k[rows.subject, :, text_tokens:], pe)
+        return moved
 
     def _record_subject_map(self, cache, step, q, k, heads, cond_or_uncond, text_tokens, grid) -> None:
         """Generation: the target's image queries' attention to the subject word's text tokens (cond chunk)."""
@@ -123,6 +146,7 @@ class MMDiTAdapter(ModelAdapter):
     """Flux.1 and Chroma: 16-channel latent, 2x2 patches, double blocks then single blocks."""
 
     text_encoder_key = "t5xxl"
+    has_positions = True
 
     @staticmethod
     def matches(diffusion_model: torch.nn.Module) -> bool:
@@ -165,5 +189,7 @@ class MMDiTAdapter(ModelAdapter):
     def install(self, patched, state: MCAState) -> None:
         site_index = {site.key: site.index for site in self.sites}
         options = dict(patched.model_options.get("transformer_options", {}))
-        options[OVERRIDE_KEY] = JointAttention(state, site_index, self.patch_size, options.get(OVERRIDE_KEY))
+        pe_embedder = self.model.get_model_object("diffusion_model").pe_embedder
+        options[OVERRIDE_KEY] = JointAttention(state, site_index, self.patch_size, pe_embedder,
+                                               options.get(OVERRIDE_KEY))
         patched.model_options["transformer_options"] = options
