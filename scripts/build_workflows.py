@@ -28,7 +28,33 @@ WORKFLOWS = REPO / "example_workflows"
 SAM = model_files.SAM.default
 DINO = model_files.GROUNDING_DINO.default
 STEPS, SEED = 50, 42
-GROUPS = ("Models", "Masks", "Inversion", "MCA", "Output")  # left to right, the order a newcomer reads
+# Two rows, read like a page. The first holds what the user brings: the model files and the images with what to
+# cut out of them (Models, Masks); the second is the run itself, left to right: the inversions, MCA, and the
+# output at the bottom right, where reading ends. So Models stands right above Inversion and MCA, the groups that
+# take its CLIP, MODEL and VAE: those wires drop one row instead of crossing two groups, as they did in one row.
+# Both rows come out about as wide (2000-2700 units), so the graph fits a 1920x1080 window at 64-68 % zoom, above
+# the frontend's low-detail zoom (57 %): in one row it was 46 %; with Models, Masks, Inversion over MCA, Output the
+# first row is much the wider, and the add graph (two more mask columns) would fit at only 58 %.
+GROUPS = (("Models", "Masks"), ("Inversion", "MCA", "Output"))
+
+# Where each model file the workflows name is published. A loader node lists the files it loads in
+# properties.models ({name, url, directory}: the ComfyUI workflow templates' convention), so that the frontend
+# can tell a user which files are missing and, in newer versions (1.47 with ComfyUI 0.29), offer to download them.
+# The pack itself downloads nothing.
+MODEL_URLS = {
+    model_files.CHECKPOINT: "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+                            "v1-5-pruned-emaonly.safetensors",
+    model_files.SDXL_CHECKPOINT: "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/"
+                                 "sd_xl_base_1.0.safetensors",
+    model_files.SAM: "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+    model_files.GROUNDING_DINO: "https://huggingface.co/ShilongLiu/GroundingDINO/resolve/main/"
+                                "groundingdino_swint_ogc.pth",
+    model_files.FLUX_MODEL: "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors",
+    model_files.FLUX_CLIP_L: "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
+    model_files.FLUX_T5: "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+    model_files.FLUX_VAE: "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors",
+}
+assert set(MODEL_URLS) == set(model_files.EXPECTED_MODELS), "every expected model file needs its source"
 
 
 @dataclass(frozen=True)
@@ -81,7 +107,7 @@ def models_note(base: Base) -> str:
     models = (*base.files, model_files.SAM, model_files.GROUNDING_DINO)
     return ("MODELS (nothing is downloaded for you)\n" + "".join(f"- models/{m.folder}/{m.describe()}\n" for m in models)
             + "Example images: copy example_workflows/input/*.png into ComfyUI/input (make run does it).\n"
-            "Read the groups left to right: Models > Masks > Inversion > MCA > Output.\n\n")
+            "Read the groups like a page: Models > Masks, then Inversion > MCA > Output below.\n\n")
 
 
 def _common(graph: Graph, base: Base, subject_image: str, subject_phrase: str):
@@ -174,7 +200,7 @@ def swap(base: Base = SD15) -> Graph:
 
 SDXL_NOTE = ("\n\nSDXL FAMILY: the same MCA nodes serve SDXL base and its distilled variants (SSD-1B, Segmind "
              "Vega, KOALA); put any of them in the checkpoint loader. CLIPTextEncode encodes with SDXL's two text "
-             "encoders (each row gets its own pooled output). Layer_LQ (salq_layers) is a fraction of the "
+             "encoders (each row gets its own pooled output). Layer_LQ (salq_sites) is a fraction of the "
              "model's self-attention sites, so the preset means the same on every family.")
 
 FLUX_NOTE = ("\n\nFLUX.1 / CHROMA: MCA acts in the joint text+image attention of every double and single block "
@@ -206,6 +232,15 @@ def add() -> Graph:
     return graph
 
 
+def with_model_sources(graph: Graph) -> Graph:
+    """Every loader node lists the model files its widgets name (``properties.models`` in the UI file)."""
+    by_name = {files.default: files for files in MODEL_URLS}
+    for node in graph.nodes:
+        node.models = [{"name": value, "url": MODEL_URLS[by_name[value]], "directory": by_name[value].folder}
+                       for value in node.inputs.values() if isinstance(value, str) and value in by_name]
+    return graph
+
+
 TASKS = {"mca_generation": generation, "mca_swap": swap, "mca_add": add, "mca_swap_sdxl": partial(swap, SDXL),
          "mca_swap_flux": partial(swap, FLUX), "mca_generation_flux": partial(generation, FLUX)}
 
@@ -214,7 +249,7 @@ def render(object_info: dict) -> dict[Path, str]:
     """Every workflow file's path and exact contents."""
     files = {}
     for name, build in TASKS.items():
-        graph = build()
+        graph = with_model_sources(build())
         files[WORKFLOWS / f"{name}.json"] = json.dumps(to_ui(graph, object_info), indent=2) + "\n"
         files[WORKFLOWS / "api" / f"{name}.json"] = json.dumps(to_api(graph, object_info), indent=2) + "\n"
     return files

@@ -258,6 +258,19 @@ def init_dit_weights(module: torch.nn.Module, seed: int, std: float = TINY_DIT_S
         for name, param in module.named_parameters():
             if name.endswith(".scale"):
                 param.fill_(1.0)
+        for norm in module.modules():  # newer ComfyUI (0.29): the q/k norms are torch RMSNorms with a 1-D weight
+            if isinstance(norm, torch.nn.RMSNorm) and norm.weight is not None:
+                norm.weight.fill_(1.0)
+
+
+def with_newer_fields(params_class, config: dict) -> dict:
+    """``config`` plus the fields newer ComfyUI (0.29) requires of Flux / Chroma params and fills in on detection
+    (``txt_ids_dims`` [], Chroma's ``vec_in_dim`` None); ComfyUI 0.3.75's classes have neither."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(params_class)}
+    newer = {name: value for name, value in (("txt_ids_dims", []), ("vec_in_dim", None)) if name in names}
+    return {**newer, **config}
 
 
 def _patched(model):
@@ -270,11 +283,12 @@ def tiny_flux_model(seed: int = 0, schnell: bool = False, **overrides):
     """A random Flux.1 (dev, or schnell: no guidance embedding) from ComfyUI's own classes, shrunk in width
     and depth: double then single blocks, RoPE over (index, h, w), CLIP-pooled vector, 16-channel latent."""
     comfy_host.boot_comfy()
-    import comfy.model_base
+    import comfy.ldm.flux.model
     import comfy.supported_models
 
-    config = {**TINY_FLUX_CONFIG, "image_model": "flux", "vec_in_dim": TINY_POOLED_DIM, "guidance_embed": not schnell,
-              **overrides}
+    config = with_newer_fields(comfy.ldm.flux.model.FluxParams, {
+        **TINY_FLUX_CONFIG, "image_model": "flux", "vec_in_dim": TINY_POOLED_DIM, "guidance_embed": not schnell,
+        **overrides})
     model_config = (comfy.supported_models.FluxSchnell if schnell else comfy.supported_models.Flux)(config)
     model_config.set_inference_dtype(config["dtype"], None)
     model = model_config.get_model({}, device=torch.device("cpu"))
@@ -285,10 +299,12 @@ def tiny_flux_model(seed: int = 0, schnell: bool = False, **overrides):
 def tiny_chroma_model(seed: int = 0):
     """A random Chroma (Flux's blocks without modulation layers, a distilled-guidance approximator, T5 only)."""
     comfy_host.boot_comfy()
+    import comfy.ldm.chroma.model
     import comfy.supported_models
 
-    config = dict(TINY_FLUX_CONFIG, image_model="chroma", in_channels=64, out_channels=64, in_dim=64,
-                  out_dim=TINY_FLUX_WIDTH, hidden_dim=64, n_layers=2)
+    config = with_newer_fields(comfy.ldm.chroma.model.ChromaParams, dict(
+        TINY_FLUX_CONFIG, image_model="chroma", in_channels=64, out_channels=64, in_dim=64, out_dim=TINY_FLUX_WIDTH,
+        hidden_dim=64, n_layers=2))
     model_config = comfy.supported_models.Chroma(config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, device=torch.device("cpu"))
@@ -315,18 +331,23 @@ def _write_flux_file(path: Path) -> None:
     """Flux.1 dev at full width (hidden 3072, 24 heads, T5 context 4096, guidance embedding) with one double and
     one single block, as ``diffusion_models/`` files hold it (keys without prefix)."""
     comfy_host.boot_comfy()
+    import comfy.ldm.flux.model
     import comfy.supported_models
     import comfy.utils
 
-    config = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=FLUX_POOLED_DIM,
-                  context_in_dim=FLUX_CONTEXT_DIM, hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=1,
-                  depth_single_blocks=1, axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True,
-                  guidance_embed=True, dtype=torch.float16)
+    config = with_newer_fields(comfy.ldm.flux.model.FluxParams, dict(
+        image_model="flux", in_channels=16, out_channels=16, vec_in_dim=FLUX_POOLED_DIM,
+        context_in_dim=FLUX_CONTEXT_DIM, hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=1,
+        depth_single_blocks=1, axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True,
+        guidance_embed=True, dtype=torch.float16))
     model_config = comfy.supported_models.Flux(config)
     model_config.set_inference_dtype(torch.float16, None)
     model = model_config.get_model({}, device=torch.device("cpu"))
     init_dit_weights(model.diffusion_model, seed=21, std=0.02)
-    comfy.utils.save_torch_file(model.diffusion_model.state_dict(), str(path))
+    # the released files' key names (newer ComfyUI's RMSNorm calls the q/k norm scale 'weight')
+    state = {key[:-len("weight")] + "scale" if key.endswith(("query_norm.weight", "key_norm.weight")) else key: value
+             for key, value in model.diffusion_model.state_dict().items()}
+    comfy.utils.save_torch_file(state, str(path))
 
 
 def random_flux_file() -> Path:

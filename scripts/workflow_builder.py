@@ -4,21 +4,38 @@ API format (``POST /prompt``): ``{id: {"class_type", "inputs"}}``. UI format (dr
 template browser): nodes with positions, sockets and positional ``widgets_values``, plus a links
 table and labelled groups. Which inputs are widgets, and their order, comes from the server's ``/object_info``.
 
-Layout: the graph's groups stand left to right (the reading order); each node names its group and a column
-inside it, and the nodes of one column stack top to bottom in the order they were added. A Note (what to put
-where) stands left of the first group.
+Layout: the groups stand in rows (``Graph.rows``; each row left to right, the rows top to bottom, read like a
+page). Each node names its group and a column inside it; a column's nodes stack top to bottom in the order they
+were added, and a column taller than its row allows continues in the next one (newspaper style). Each row's
+height is chosen so that the whole graph fits a 1920x1080 window at the largest zoom (see ``layout``), and the
+saved view (``extra.ds``) opens on that fit. A Note (what to put where) stands left of the first row.
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
+from itertools import combinations, product
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 NODE_WIDTH, NOTE_WIDTH, GAP = 320, 420, 50  # graph units
 TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, MULTILINE_HEIGHT = 30, 22, 24, 90  # LiteGraph's, with some room
 TALL_NODES = {"LoadImage": 330, "SaveImage": 300}  # an image preview below the widgets
 GROUP_HEADER, GROUP_PAD = 60, 20
-OPEN_SCALE = 0.6  # the zoom a workflow opens at: most of the graph, still above the frontend's low-detail zoom
+NOTE_CHARS, NOTE_LINE = 64, 12  # the frontend's Note: 10 px monospace in a 400 px textarea, about 66 characters
 GROUP_COLORS = ("#3f789e", "#b58b2a", "#8A8", "#a1309b", "#b06634", "#88A", "#8AA", "#A88")
+# The screen a graph is laid out for and opens on: a 1920x1080 window less the frontend's chrome (frontend 1.32.9,
+# measured by tests/test_frontend.py): the side toolbar is 59 px wide; at the top stand the "Nodes 2.0"
+# announcement (40 px, until dismissed), the workflow tabs (38 px) and the floating row of breadcrumb and Run
+# button (52 px). The zoom buttons at the bottom right (54 px high) may cover the last group's bottom padding.
+WINDOW = (1920, 1080)
+SIDEBAR, TOP_BARS, MARGIN = 60, 130, 20  # px
+VIEW = (WINDOW[0] - SIDEBAR - 2 * MARGIN, WINDOW[1] - TOP_BARS - 2 * MARGIN)  # px the graph may fill
+# Below this zoom LiteGraph draws nodes in low quality: no titles, no widgets, no slot names. The frontend
+# (1.32.9) computes it as min_font_size_for_lod / (LiteGraph.NODE_TEXT_SIZE * sqrt(devicePixelRatio)): the setting
+# "LiteGraph.Canvas.MinFontSizeForLOD" defaults to 8 px, NODE_TEXT_SIZE is 14, so 8 / 14 = 0.571 on a screen of
+# devicePixelRatio 1 (the highest threshold; a HiDPI screen draws text down to a lower zoom).
+LOW_QUALITY_ZOOM = 8 / 14
+MAX_OPEN_ZOOM = 1.0  # a small graph opens at 100 %, not blown up
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,7 @@ class Node:
     group: str
     column: int
     title: str | None = None
+    models: list[dict] = field(default_factory=list)  # the UI file's properties.models: {name, url, directory}
 
     def out(self, slot: int = 0) -> Output:
         return Output(self, slot)
@@ -42,11 +60,17 @@ class Node:
 
 @dataclass
 class Graph:
-    """Nodes in labelled groups (left to right, in ``groups`` order); ``notes`` become UI-only Note nodes."""
+    """Nodes in labelled groups, standing in ``rows`` (each a tuple of group titles, left to right; the rows top
+    to bottom); ``notes`` become UI-only Note nodes."""
 
-    groups: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
     nodes: list[Node] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Every group in reading order: the first row left to right, then the next."""
+        return tuple(group for row in self.rows for group in row)
 
     def add(self, class_type: str, group: str, column: int, title: str | None = None, **inputs) -> Node:
         """A node in ``column`` (0, 1, ...) of ``group``, below the nodes added there before."""
@@ -121,44 +145,132 @@ def node_height(node: Node, info: dict) -> int:
 
 @dataclass
 class Layout:
-    """Where everything stands in the UI file: node positions and heights, the group boxes, the notes' box."""
+    """Where everything stands in the UI file: node positions and heights, the group boxes, the notes' height,
+    the whole graph's size and the zoom at which it fits ``VIEW``."""
 
     positions: dict[int, list[int]]
     heights: dict[int, int]
     groups: list[dict]
-    height: int
+    note_height: int
     width: int
+    height: int
+    zoom: float
 
 
-def _columns(graph: Graph) -> dict[str, dict[int, list[Node]]]:
-    """Each group's columns, each a list of nodes top to bottom (the order they were added)."""
+def _columns(graph: Graph) -> dict[str, list[list[Node]]]:
+    """Each group's columns, left to right, each a list of nodes top to bottom (the order they were added)."""
     columns: dict[str, dict[int, list[Node]]] = {group: {} for group in graph.groups}
     for node in graph.nodes:
         columns[node.group].setdefault(node.column, []).append(node)
-    return columns
+    return {group: [found[column] for column in sorted(found)] for group, found in columns.items()}
+
+
+def _stack(nodes: list[Node], heights: dict[int, int]) -> int:
+    """The height of nodes stacked in one column, title bars and gaps included."""
+    return sum(TITLE_HEIGHT + heights[node.id] for node in nodes) + GAP * (len(nodes) - 1)
+
+
+def _wrap(nodes: list[Node], heights: dict[int, int], budget: int) -> list[list[Node]]:
+    """The column cut, in order, into the fewest pieces no taller than ``budget``, the pieces as even as can be
+    (a node taller than ``budget`` stands alone)."""
+    count = len(nodes)
+    for pieces in range(1, count + 1):
+        splits = ([nodes[start:end] for start, end in zip((0, *cuts), (*cuts, count))]
+                  for cuts in combinations(range(1, count), pieces - 1))
+        tallest, best = min(((max(_stack(piece, heights) for piece in split), split) for split in splits),
+                            key=lambda found: found[0])
+        if tallest <= budget or pieces == count:
+            return best
+    raise AssertionError("unreachable: one node a piece always fits")
+
+
+def _row(groups: list[list[list[Node]]], heights: dict[int, int], budget: int) -> list[list[list[Node]]]:
+    """Each group of a row as its wrapped columns."""
+    return [[piece for column in columns for piece in _wrap(column, heights, budget)] for columns in groups]
+
+
+def _group_width(columns: list) -> int:
+    return 2 * GROUP_PAD + len(columns) * NODE_WIDTH + (len(columns) - 1) * GAP
+
+
+def note_text_height(text: str) -> int:
+    """About how tall the frontend writes ``text`` in a Note (a little more, never less)."""
+    lines = sum(max(1, len(textwrap.wrap(line, NOTE_CHARS))) for line in text.split("\n"))
+    return lines * NOTE_LINE
+
+
+def _row_size(row: list[list[list[Node]]], heights: dict[int, int], lead: int, least: int) -> tuple[int, int]:
+    """(width, height) of a row of groups, ``lead`` units of notes before it, at least ``least`` tall."""
+    width = lead + sum(_group_width(columns) + GAP for columns in row) - GAP
+    tallest = max(_stack(piece, heights) for columns in row for piece in columns)
+    return width, max(least, GROUP_HEADER + tallest + GROUP_PAD)
+
+
+def fit_zoom(width: float, height: float) -> float:
+    """The largest zoom at which a ``width`` x ``height`` graph fits ``VIEW``."""
+    return min(VIEW[0] / width, VIEW[1] / height)
+
+
+def _score(wrapped: list, width: int, height: int) -> tuple:
+    """The larger zoom first (in whole percent, as the saved view has it), then the fewer columns, then the lower
+    graph (wide like the window)."""
+    return int(fit_zoom(width, height) * 100), -sum(len(group) for row in wrapped for group in row), -height
 
 
 def layout(graph: Graph, object_info: dict) -> Layout:
-    """Notes at the left, then one box per group, left to right, all as tall as the tallest column."""
+    """Notes at the left of the first row, then each row's groups left to right, the rows top to bottom; the
+    groups of a row all as tall as its tallest column.
+
+    Each row gets a height budget (a column taller than it continues in the next column): of every choice of
+    budgets (the heights at which some column would wrap differently), the one whose graph fits ``VIEW`` at the
+    largest zoom, and of equal ones the one with the fewest columns (see ``_score``). Rows too tall push the
+    graph's height past the window, rows cut too short widen it: the search finds the balance, per graph.
+    """
     heights = {node.id: node_height(node, object_info[node.class_type]) for node in graph.nodes}
     columns = _columns(graph)
-    tallest = max(sum(TITLE_HEIGHT + heights[node.id] + GAP for node in nodes) - GAP
-                  for group in columns.values() for nodes in group.values())
-    height = GROUP_HEADER + tallest + GROUP_PAD
-    x = len(graph.notes) * (NOTE_WIDTH + GAP)
-    positions, groups = {}, []
-    for index, name in enumerate(graph.groups):
-        count = max(columns[name], default=-1) + 1
-        width = 2 * GROUP_PAD + count * NODE_WIDTH + (count - 1) * GAP
-        groups.append({"id": index + 1, "title": name, "bounding": [x, 0, width, height],
-                       "color": GROUP_COLORS[index % len(GROUP_COLORS)], "font_size": 24, "flags": {}})
-        for column, nodes in columns[name].items():
-            y = GROUP_HEADER + TITLE_HEIGHT
-            for node in nodes:
-                positions[node.id] = [x + GROUP_PAD + column * (NODE_WIDTH + GAP), y]
-                y += heights[node.id] + TITLE_HEIGHT + GAP
-        x += width + GAP
-    return Layout(positions, heights, groups, height, x - GAP)
+    lead = len(graph.notes) * (NOTE_WIDTH + GAP)
+    least = max((TITLE_HEIGHT + note_text_height(text) + 2 * GROUP_PAD for text in graph.notes), default=0)
+    rows = [[columns[group] for group in row] for row in graph.rows]
+    candidates = [sorted({_stack(column[start:end], heights) for group in row for column in group
+                          for start in range(len(column)) for end in range(start + 1, len(column) + 1)})
+                  for row in rows]
+    best = None
+    for budgets in product(*candidates):
+        wrapped = [_row(row, heights, budget) for row, budget in zip(rows, budgets)]
+        sizes = [_row_size(row, heights, *((lead, least) if index == 0 else (0, 0)))
+                 for index, row in enumerate(wrapped)]
+        width = max(size[0] for size in sizes)
+        height = sum(size[1] + GAP for size in sizes) - GAP
+        score = _score(wrapped, width, height)
+        if best is None or score > best[0]:
+            best = (score, wrapped, sizes, width, height)
+    _, wrapped, sizes, width, height = best
+    positions, boxes, y = {}, [], 0
+    for index, (row, (_, row_height)) in enumerate(zip(wrapped, sizes)):
+        x = lead if index == 0 else 0
+        for group_columns in row:
+            title = graph.groups[len(boxes)]
+            boxes.append({"id": len(boxes) + 1, "title": title,
+                          "bounding": [x, y, _group_width(group_columns), row_height],
+                          "color": GROUP_COLORS[len(boxes) % len(GROUP_COLORS)], "font_size": 24, "flags": {}})
+            for column_index, piece in enumerate(group_columns):
+                top = y + GROUP_HEADER + TITLE_HEIGHT
+                for node in piece:
+                    positions[node.id] = [x + GROUP_PAD + column_index * (NODE_WIDTH + GAP), top]
+                    top += heights[node.id] + TITLE_HEIGHT + GAP
+            x += _group_width(group_columns) + GAP
+        y += row_height + GAP
+    return Layout(positions, heights, boxes, sizes[0][1], width, height, fit_zoom(width, height))
+
+
+def open_view(placed: Layout) -> dict:
+    """The saved view (``extra.ds``): the whole graph at the zoom that fits ``VIEW`` (at most ``MAX_OPEN_ZOOM``),
+    its top left corner (the Note's title) ``MARGIN`` px right of the side toolbar and below the top bars."""
+    scale = min(MAX_OPEN_ZOOM, int(placed.zoom * 100) / 100)  # rounded down: the graph still fits
+    if scale < LOW_QUALITY_ZOOM:
+        raise ValueError(f"the graph ({placed.width} x {placed.height}) fits the window only at {scale:.2f} zoom, "
+                         f"below the frontend's low-detail zoom {LOW_QUALITY_ZOOM:.3f}: lay it out smaller")
+    return {"scale": scale, "offset": [round((SIDEBAR + MARGIN) / scale, 1), round((TOP_BARS + MARGIN) / scale, 1)]}
 
 
 def _sockets(node: Node, object_info: dict, links: list, outgoing: dict) -> list[dict]:
@@ -182,6 +294,7 @@ def _sockets(node: Node, object_info: dict, links: list, outgoing: dict) -> list
 
 
 def _note(text: str, node_id: int, index: int, height: int) -> dict:
+    """A Note in the first row, left of its groups, as tall as they are."""
     return {"id": node_id, "type": "Note", "pos": [index * (NOTE_WIDTH + GAP), TITLE_HEIGHT],
             "size": [NOTE_WIDTH, height - TITLE_HEIGHT], "flags": {}, "order": node_id - 1, "mode": 0,
             "inputs": [], "outputs": [], "properties": {"text": ""}, "widgets_values": [text]}
@@ -197,7 +310,8 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
             "id": node.id, "type": node.class_type, "pos": placed.positions[node.id],
             "size": [NODE_WIDTH, placed.heights[node.id]], "flags": {}, "order": node.id - 1, "mode": 0,
             "inputs": _sockets(node, object_info, links, outgoing),
-            "properties": {"Node name for S&R": node.class_type}, "widgets_values": _widget_values(node, info),
+            "properties": {"Node name for S&R": node.class_type, **({"models": node.models} if node.models else {})},
+            "widgets_values": _widget_values(node, info),
             **({"title": node.title} if node.title else {}),
         })
     for node_entry, node in zip(nodes, graph.nodes):
@@ -206,7 +320,7 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
             {"name": name, "type": kind, "links": outgoing.get((node.id, slot), []), "slot_index": slot}
             for slot, (kind, name) in enumerate(zip(info["output"], info["output_name"]))]
     for index, text in enumerate(graph.notes):
-        nodes.append(_note(text, len(nodes) + 1, index, placed.height))
+        nodes.append(_note(text, len(nodes) + 1, index, placed.note_height))
     return {"last_node_id": len(nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": placed.groups, "config": {}, "extra": {"ds": {"scale": OPEN_SCALE, "offset": [20, 80]}},
+            "groups": placed.groups, "config": {}, "extra": {"ds": open_view(placed)},
             "version": 0.4}

@@ -24,13 +24,19 @@ FLUX_TASKS = {"mca_swap_flux", "mca_generation_flux"}
 # Run headless here: the Flux graphs need a real-architecture T5-XXL, which this machine cannot run (see
 # tests/test_flux_file.py for the Flux model side of the user's path).
 RUNNABLE_TASKS = [task for task in TASKS if task not in FLUX_TASKS]
-GROUPS = ["Models", "Masks", "Inversion", "MCA", "Output"]  # left to right
+ROWS = [["Models", "Masks"], ["Inversion", "MCA", "Output"]]  # each row left to right, the rows top to bottom
+GROUPS = [group for row in ROWS for group in row]  # the reading order
 EXPECTED_GROUP = {"CheckpointLoaderSimple": "Models", "UNETLoader": "Models", "DualCLIPLoader": "Models",
                   "VAELoader": "Models", "MCA_SAMLoader": "Models", "MCA_GroundingDINOLoader": "Models",
                   "LoadImage": "Masks", "MCA_SLMMask": "Masks", "GrowMask": "Masks", "VAEEncode": "Inversion",
                   "MCA_DDIMInvert": "Inversion", "MCA_AttentionPatch": "MCA", "MCA_Sampler": "MCA",
                   "VAEDecode": "Output", "SaveImage": "Output"}
 TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
+# The loaders of the shipped graphs: the ComfyUI model folder each reads and its file-name widgets.
+LOADERS = {"CheckpointLoaderSimple": ("checkpoints", ["ckpt_name"]), "UNETLoader": ("diffusion_models", ["unet_name"]),
+           "DualCLIPLoader": ("text_encoders", ["clip_name1", "clip_name2"]), "VAELoader": ("vae", ["vae_name"]),
+           "MCA_SAMLoader": ("sams", ["model_name"]), "MCA_GroundingDINOLoader": ("grounding-dino", ["model_name"])}
+MODEL_HOSTS = {"huggingface.co", "dl.fbaipublicfiles.com"}
 sys.path.insert(0, str(comfy_host.REPO / "scripts"))
 
 
@@ -68,7 +74,8 @@ def meaning(text: str) -> dict:
     if "nodes" not in workflow:
         return workflow
     return {"nodes": {node["id"]: (node["type"], node.get("title"), node["widgets_values"],
-                                   [(socket["name"], socket["link"]) for socket in node["inputs"]])
+                                   [(socket["name"], socket["link"]) for socket in node["inputs"]],
+                                   node["properties"].get("models"))
                       for node in workflow["nodes"]},
             "links": sorted(link[:5] for link in workflow["links"]),  # id, source, slot, target, slot (no type)
             "groups": [group["title"] for group in workflow["groups"]]}
@@ -163,29 +170,108 @@ def groups_holding(box: list[float], groups: list[dict]) -> list[str]:
             and group["box"][1] <= y and y + h <= group["box"][1] + group["box"][3]]
 
 
+def overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two [x, y, w, h] boxes share some area (touching edges do not count)."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
 def assert_laid_out_in_groups(groups: list[dict], nodes: list[dict]) -> None:
-    """Groups titled GROUPS stand left to right without overlapping; every node but the Note lies inside exactly
-    one group's box, the one its kind belongs to. ``groups``: {title, box}; ``nodes``: {type, box}."""
-    assert [group["title"] for group in sorted(groups, key=lambda g: g["box"][0])] == GROUPS
-    for left, right in zip(groups, groups[1:]):
-        assert left["box"][0] + left["box"][2] <= right["box"][0], f"{left['title']} overlaps {right['title']}"
+    """The groups stand in ROWS: the groups of a row side by side, tops aligned, left to right; each row below the
+    one before; no two groups overlap. The Note stands outside the groups at the top left, where reading starts.
+    Every other node lies inside exactly one group's box, the one its kind belongs to, and no two nodes overlap.
+    ``groups``: {title, box}; ``nodes``: {type, box}, boxes [x, y, w, h] as LiteGraph's bounding."""
+    tops = sorted({round(group["box"][1]) for group in groups})
+    rows = [[group for group in sorted(groups, key=lambda g: g["box"][0]) if round(group["box"][1]) == top]
+            for top in tops]
+    assert [[group["title"] for group in row] for row in rows] == ROWS, "the groups are not in their rows"
+    for upper, lower in zip(rows, rows[1:]):
+        bottom = max(group["box"][1] + group["box"][3] for group in upper)
+        assert bottom <= lower[0]["box"][1], f"row {[g['title'] for g in lower]} overlaps the row above"
+    for index, group in enumerate(groups):
+        for other in groups[index + 1:]:
+            assert not overlap(group["box"], other["box"]), f"{group['title']} overlaps {other['title']}"
+    notes = [node for node in nodes if node["type"] == "Note"]
+    assert notes, "no Note"
+    for note in notes:
+        assert not any(overlap(note["box"], group["box"]) for group in groups), "the Note stands outside the groups"
+        assert note["box"][0] + note["box"][2] <= rows[0][0]["box"][0], "the Note stands left of the first group"
+        assert abs(note["box"][1] - rows[0][0]["box"][1]) <= 1, "the Note's top is the first row's"
     for node in nodes:
-        holding = groups_holding(node["box"], groups)
         if node["type"] == "Note":
-            assert not holding, "the Note stands outside the groups"
             continue
+        holding = groups_holding(node["box"], groups)
         assert len(holding) == 1, f"{node['type']} at {node['box']} is in groups {holding}"
         assert holding[0] == EXPECTED_GROUP.get(node["type"], holding[0]), f"{node['type']} is in {holding[0]}"
+    for index, node in enumerate(nodes):
+        for other in nodes[index + 1:]:
+            assert not overlap(node["box"], other["box"]), f"{node['type']} {node['box']} overlaps {other['type']}"
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_ui_workflow_reads_left_to_right_in_labelled_groups(task):
-    ui = json.loads((WORKFLOWS / f"{task}.json").read_text())
+def ui_boxes(ui: dict) -> tuple[list[dict], list[dict]]:
+    """The groups and nodes of a UI file as {title, box} and {type, box} (a node's box includes its title bar)."""
     groups = [{"title": group["title"], "box": group["bounding"]} for group in ui["groups"]]
     nodes = [{"type": node["type"], "box": [node["pos"][0], node["pos"][1] - TITLE_HEIGHT, node["size"][0],
                                             node["size"][1] + TITLE_HEIGHT]} for node in ui["nodes"]]
-    assert_laid_out_in_groups(groups, nodes)
+    return groups, nodes
+
+
+def bounding_box(boxes: list[list[float]]) -> list[float]:
+    left, top = min(box[0] for box in boxes), min(box[1] for box in boxes)
+    return [left, top, max(box[0] + box[2] for box in boxes) - left, max(box[1] + box[3] for box in boxes) - top]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_ui_workflow_reads_in_rows_of_labelled_groups(task):
+    ui = json.loads((WORKFLOWS / f"{task}.json").read_text())
+    assert_laid_out_in_groups(*ui_boxes(ui))
     assert all(set(group) >= {"id", "title", "bounding", "color", "font_size", "flags"} for group in ui["groups"])
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_ui_workflow_opens_on_the_whole_graph_at_a_zoom_with_text(task):
+    """The saved view (extra.ds) shows the whole graph, top left first, right of the frontend's side toolbar and
+    below its top bars in a 1920x1080 window, at a zoom where the frontend draws titles and widgets (the frontend
+    test checks the same in the real frontend)."""
+    from workflow_builder import LOW_QUALITY_ZOOM, MARGIN, SIDEBAR, TOP_BARS, WINDOW
+
+    ui = json.loads((WORKFLOWS / f"{task}.json").read_text())
+    groups, nodes = ui_boxes(ui)
+    left, top, width, height = bounding_box([item["box"] for item in groups + nodes])
+    scale, (offset_x, offset_y) = ui["extra"]["ds"]["scale"], ui["extra"]["ds"]["offset"]
+    assert LOW_QUALITY_ZOOM <= scale <= 1
+    screen_left, screen_top = (left + offset_x) * scale, (top + offset_y) * scale
+    assert abs(screen_left - (SIDEBAR + MARGIN)) < 1 and abs(screen_top - (TOP_BARS + MARGIN)) < 1
+    assert screen_left + width * scale <= WINDOW[0] - MARGIN and screen_top + height * scale <= WINDOW[1] - MARGIN
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_loader_nodes_name_their_model_sources(object_info, task):
+    """Every loader node carries the templates' model metadata (properties.models: name, url, directory) for
+    each model file its widgets name: the file name, the ComfyUI folder the loader reads, a public URL of it."""
+    from urllib.parse import urlparse
+
+    from mca_ctrl import model_files
+
+    ui = json.loads((WORKFLOWS / f"{task}.json").read_text())
+    inputs = ui_to_api(ui, object_info)
+    folders = {files.default: files.folder for files in model_files.EXPECTED_MODELS}
+    loaders = [node for node in ui["nodes"] if node["type"] in LOADERS]
+    assert {node["type"] for node in ui["nodes"] if "Loader" in node["type"]} <= set(LOADERS), "a loader unknown here"
+    assert len(loaders) == (5 if task in FLUX_TASKS else 3)  # Flux: model, text encoders, VAE; + SAM, DINO
+    for node in loaders:
+        folder, widgets = LOADERS[node["type"]]
+        names = [inputs[str(node["id"])]["inputs"][widget] for widget in widgets]
+        models = node["properties"].get("models")
+        assert models and [model["name"] for model in models] == names, f"{node['type']}: {models}"
+        for model in models:
+            assert set(model) == {"name", "url", "directory"}
+            assert model["directory"] == folder == folders[model["name"]], model
+            url = urlparse(model["url"])
+            assert url.scheme == "https" and url.netloc in MODEL_HOSTS, model["url"]
+            assert url.path.rsplit("/", 1)[-1] == model["name"] and not url.query, model["url"]
+    for node in ui["nodes"]:
+        if node["type"] not in LOADERS:
+            assert "models" not in node["properties"], node["type"]
 
 
 @pytest.mark.parametrize("task", RUNNABLE_TASKS)
