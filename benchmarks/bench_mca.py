@@ -27,7 +27,7 @@ import psutil
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "testbed"))
 import comfy_host  # noqa: E402  (ComfyUI first on sys.path; the pack loaded through ComfyUI as mca_ctrl)
 import random_models  # noqa: E402
 

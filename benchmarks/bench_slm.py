@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "testbed"))
 
 import comfy_host  # noqa: E402
 

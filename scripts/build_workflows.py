@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "scripts")]
+sys.path[:0] = [str(REPO / "scripts"), str(REPO / "testbed")]  # the embedded host: /object_info
 
 import comfy_host  # noqa: E402
 

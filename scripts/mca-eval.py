@@ -4,13 +4,16 @@
     .venv/bin/python scripts/mca-eval.py generation path/to/dreambooth/dataset --out eval/generation
 
 `--help` lists every option; docs/reproducing.md has the benchmark layouts and the metric model folders.
-The code is the package scripts/mca_eval/.
+The code is the package harness/mca_eval/.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from mca_eval.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
+
+from mca_eval.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

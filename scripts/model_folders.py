@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))  # the embedded host
 
 import comfy_host  # noqa: E402  (puts ComfyUI on sys.path)
 

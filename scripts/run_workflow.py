@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "testbed"))  # comfy_server: a ComfyUI for the run when no --url
 
 
 class WorkflowError(RuntimeError):

@@ -1,5 +1,5 @@
 """Shared fixtures. ComfyUI boots once, before collection, so that every test imports the pack as
-``mca_ctrl.<module>``: the very modules ComfyUI loaded (one import path, see scripts/comfy_host.py)."""
+``mca_ctrl.<module>``: the very modules ComfyUI loaded (one import path, see testbed/comfy_host.py)."""
 from __future__ import annotations
 
 import pytest

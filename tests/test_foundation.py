@@ -112,7 +112,7 @@ def test_every_pack_module_exists_once_and_is_imported_as_mca_ctrl(pack):
 
 
 def test_nothing_imports_from_tests():
-    for folder in ("scripts", "benchmarks"):
+    for folder in ("scripts", "testbed", "harness", "benchmarks"):
         for path in (comfy_host.REPO / folder).rglob("*.py"):
             text = path.read_text()
             assert '"tests"' not in text and "'tests'" not in text, f"{path} reaches into tests/"

@@ -1,4 +1,4 @@
-"""scripts/comfy_host helpers against ComfyUI versions whose caches are synchronous (0.3.x) or async (newer)."""
+"""testbed/comfy_host helpers against ComfyUI versions whose caches are synchronous (0.3.x) or async (newer)."""
 from __future__ import annotations
 
 from types import SimpleNamespace

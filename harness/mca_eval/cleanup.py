@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mca_eval.comfy_api import scripts_module
+from mca_eval.comfy_api import tool_module
 
 KINDS = {"input": "upload(s)", "output": "image(s)"}
 
@@ -62,7 +62,7 @@ def clean_up(made: ServerFiles) -> str:
     if not made.files:
         return ""
     named = server_folders(made.url)
-    comfy_dir = scripts_module("comfy_server").COMFY_DIR
+    comfy_dir = tool_module("comfy_server").COMFY_DIR
     local = {kind: named.get(kind, comfy_dir / kind) for kind in KINDS}
     left = ServerFiles(made.url, {key: digest for key, digest in made.files.items()
                                   if not _remove(local[key[0]], key[1], digest)})

@@ -1,6 +1,7 @@
 """ComfyUI's HTTP API as the harness uses it, built on ``scripts/run_workflow.py`` (queue, progress, errors).
 
-The harness lives in ``scripts/`` beside the modules it uses (``run_workflow``, ``comfy_server``).
+The harness (``harness/mca_eval``) uses the user's tool ``scripts/run_workflow.py`` and, to start a ComfyUI of
+its own, the embedded host ``testbed/comfy_server.py``.
 """
 from __future__ import annotations
 
@@ -11,20 +12,21 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-SCRIPTS = Path(__file__).resolve().parents[1]
-REPO = SCRIPTS.parent
+REPO = Path(__file__).resolve().parents[2]
+TOOL_FOLDERS = (REPO / "scripts", REPO / "testbed")  # the user's tools, the embedded host
 
 
-def scripts_module(name: str) -> ModuleType:
-    """``scripts/<name>.py`` imported (its folder is appended to sys.path once)."""
-    if str(SCRIPTS) not in sys.path:
-        sys.path.append(str(SCRIPTS))
+def tool_module(name: str) -> ModuleType:
+    """``scripts/<name>.py`` or ``testbed/<name>.py`` imported (their folders are appended to sys.path once)."""
+    for folder in TOOL_FOLDERS:
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
     return importlib.import_module(name)
 
 
 def run_workflow_module() -> ModuleType:
     """``scripts/run_workflow.py``: apply_arguments, run, uploader, fetch_image, WorkflowError."""
-    return scripts_module("run_workflow")
+    return tool_module("run_workflow")
 
 
 def server_down_errors() -> tuple[type[BaseException], ...]:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mca_eval.comfy_api import REPO, scripts_module
+from mca_eval.comfy_api import REPO, tool_module
 from mca_eval.items import TASKS, BenchmarkError
 
 DEFAULT_MODELS = Path(os.environ.get("MCA_EVAL_MODELS") or REPO / "metric_models")
@@ -133,7 +133,7 @@ def _generate(items, settings, args: argparse.Namespace, errors):
 
     if settings.urls:
         return generate(items, settings, args.out, errors, progress=not args.quiet)
-    server = scripts_module("comfy_server").ComfyServer(Path(tempfile.mkdtemp(prefix="mca_eval_comfy_"))).start()
+    server = tool_module("comfy_server").ComfyServer(Path(tempfile.mkdtemp(prefix="mca_eval_comfy_"))).start()
     print(f"started ComfyUI at {server.url} (log: {server.log_path})")
     try:
         summary = generate(items, replace(settings, urls=(server.url,)), args.out, errors, progress=not args.quiet)
