@@ -93,14 +93,16 @@ def measure(fn, repeats: int, device: torch.device) -> dict:
 
 
 def measure_interleaved(fns: dict, repeats: int, device: torch.device) -> dict:
-    """Like ``measure`` for each of ``fns``, their runs taken in turn (A B A B ...), so that a change of load
-    on a shared machine falls on both sides of a ratio alike."""
+    """Like ``measure`` for each of ``fns``, their runs taken in turn, the order flipped each round (A B, B A,
+    ...), so that a change of load on a shared machine, or what a run leaves behind for the next (allocator,
+    caches), falls on both sides of a ratio alike."""
     for fn in fns.values():
         fn()  # warm-up
     runs: dict = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            runs[name].append(_timed(fn, device))
+    for round_ in range(repeats):
+        names = list(fns) if round_ % 2 == 0 else list(fns)[::-1]
+        for name in names:
+            runs[name].append(_timed(fns[name], device))
     return {name: _summary(taken) for name, taken in runs.items()}
 
 
