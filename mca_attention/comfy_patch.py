@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import torch
 
-from .adapters import ModelAdapter, model_adapter, model_family, model_source
+from .adapters import ModelAdapter, model_adapter, model_source
 from .schedule import MCASchedule
 from .state import MCAState, checked_mask
 from .tasks import TaskPreset
@@ -82,4 +82,4 @@ def mca_state(model) -> MCAState | None:
     return model.model_options.get("transformer_options", {}).get(STATE_KEY)
 
 
-__all__ = ["STATE_KEY", "MCAState", "mca_state", "model_adapter", "model_family", "patch_model", "resolve_schedule"]
+__all__ = ["STATE_KEY", "MCAState", "mca_state", "patch_model", "resolve_schedule"]
