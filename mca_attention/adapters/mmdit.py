@@ -102,11 +102,11 @@ class JointAttention:
                              "sets one on the prompts given to the MCA Sampler.")
 
         rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device)
-        keys = k
+        keys = _merged(k)
         if op is Op.SALQ and self.state.reposition:
-            keys = self._subject_moved(cache, current.step, k, rows, text_tokens, grid)
-        target = target_attention(op, _merged(q), _merged(keys), _merged(v), rows, plan, heads,
-                                  text_tokens=text_tokens)
+            keys[rows.subject, text_tokens:] = _merged(self._subject_moved(cache, current.step, k, rows, text_tokens,
+                                                                           grid))
+        target = target_attention(op, _merged(q), keys, _merged(v), rows, plan, heads, text_tokens=text_tokens)
         keep = rows.keep
         kept = self._ordinary(func, (q[keep], k[keep], v[keep], *args[3:]), kwargs)
         if kwargs.get("skip_output_reshape"):
@@ -117,14 +117,15 @@ class JointAttention:
         return out
 
     def _subject_moved(self, cache, step, k, rows, text_tokens, grid) -> torch.Tensor:
-        """``k`` with the subject rows' image keys moved onto the edit region: RoPE rotations add, so turning
-        a key by the rotation of the shift gives the key the subject would have had there."""
+        """The subject rows' image keys ``[chunks, heads, tokens, dim]`` moved onto the edit region: RoPE rotations
+        add, so turning a key by the rotation of the shift gives the key the subject would have had there."""
         shift = self.state.subject_shift(cache, step, *grid)
-        offset = torch.tensor([[[0.0, shift[0], shift[1]]]], device=k.device)
-        pe = self.pe_embedder(offset)  # [1, 1, 1, dim/2, 2, 2]: one rotation for every token
-        moved = k.clone()
-        moved[rows.subject, :, text_tokens:] = rotate(k[rows.subject, :, text_tokens:], pe)
-        return moved
+        rotations = cache.setdefault("rotations", {})
+        key = (shift, str(k.device))
+        if key not in rotations:  # once per run and shift, not per attention call
+            offset = torch.tensor([[[0.0, shift[0], shift[1]]]], device=k.device)
+            rotations[key] = self.pe_embedder(offset)  # [1, 1, 1, dim/2, 2, 2]: one rotation for every token
+        return rotate(k[rows.subject, :, text_tokens:], rotations[key])
 
     def _record_subject_map(self, cache, step, q, k, heads, cond_or_uncond, text_tokens, grid) -> None:
         """Generation: the target's image queries' attention to the subject word's text tokens (cond chunk)."""
