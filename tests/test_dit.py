@@ -262,6 +262,26 @@ def inverted(model, prompt, seed, steps=STEPS, scale=1.0):
     return ddim_invert.invert_latent(model, latent, prompt(0), prompt(0), 1.0, sigmas), latent
 
 
+def test_flow_inversion_follows_the_next_sigma_rule_step_by_step(pack):
+    """Each step of the shipped walk equals the rule written out on the model's own velocity: the current latent,
+    unscaled, fed at the *next* sigma; ``x_next = x + v * (sigma_next - sigma)``."""
+    model = random_models.tiny_flux_model()
+    prompt = tiny_flux_prompt(0)
+    result, latent = inverted(model, lambda seed: prompt, 1, steps=5)
+    states = result["mca_trajectory"]["latents"][:, 0].flip(0)  # clean first
+    sigmas = result["mca_trajectory"]["sigmas"].flip(0)
+    flux = model.model.diffusion_model
+    context, options = prompt[0]
+    torch.testing.assert_close(states[0], model.model.process_latent_in(latent)[0], atol=1e-6, rtol=0)
+    with torch.no_grad():
+        for step in range(5):
+            sigma, sigma_next = sigmas[step], sigmas[step + 1]
+            velocity = flux(states[step][None], sigma_next.view(1), context, y=options["pooled_output"],
+                            guidance=torch.tensor([options["guidance"]]))
+            expected = states[step] + velocity[0] * (sigma_next - sigma)
+            torch.testing.assert_close(states[step + 1], expected, atol=1e-4, rtol=1e-4, msg=f"step {step}")
+
+
 def test_flow_inversion_round_trip_with_an_exact_denoiser(pack):
     model = random_models.tiny_flux_model()
     ms = model.get_model_object("model_sampling")
