@@ -5,6 +5,7 @@ that the MCA Sampler can read the task and masks; the input model is never touch
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -28,12 +29,14 @@ def resolve_schedule(schedule: MCASchedule, adapter: ModelAdapter) -> MCASchedul
     return replace(schedule, salq_first_site=first)
 
 
-def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: torch.Tensor,
+def patch_model(model, preset: TaskPreset, schedule: MCASchedule | Sequence[MCASchedule], subject_mask: torch.Tensor,
                 edit_mask: torch.Tensor | None, subject_tokens: list[int] | None = None,
-                target_text_cond: torch.Tensor | None = None, reposition: bool = False):
+                target_text_cond: torch.Tensor | None = None, reposition: bool = False,
+                labels: Sequence[str] | None = None):
     """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at every self-attention site.
 
-    ``schedule.salq_first_site`` None means the model family's preset site.
+    ``schedule``: one schedule, or one per schedule cell of a sweep (``labels`` names each cell);
+    ``salq_first_site`` None means the model family's preset site.
 
     Without ``edit_mask`` (generation) the edit region comes from the target's attention to the text
     tokens at ``subject_tokens`` of the target prompt (``target_text_cond``, when given, is that prompt
@@ -45,7 +48,12 @@ def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: 
     if reposition and not adapter.has_positions:
         raise ValueError(f"subject_position 'edit region' moves RoPE positions, which this {adapter.family} model's "
                          f"attention has none of (only Flux.1 and Chroma have): set subject_position to 'own'.")
-    schedule = resolve_schedule(schedule, adapter)
+    schedules = tuple(resolve_schedule(one, adapter) for one in
+                      ((schedule,) if isinstance(schedule, MCASchedule) else schedule))
+    labels = tuple(labels) if labels is not None else ("",) * len(schedules)
+    if not schedules or len(labels) != len(schedules):
+        raise ValueError(f"MCA Attention Patch needs at least one schedule and one label per schedule, got "
+                         f"{len(schedules)} schedules and {len(labels)} labels")
     if edit_mask is None and preset.needs_edit_mask:
         raise ValueError(f"the {preset.task.value} preset needs an edit_mask: the region of the condition image "
                          f"where the subject goes (SLM Mask of the object to replace, or a drawn region).")
@@ -55,7 +63,8 @@ def patch_model(model, preset: TaskPreset, schedule: MCASchedule, subject_mask: 
 
     state = MCAState(
         preset=preset,
-        schedule=schedule,
+        schedules=schedules,
+        labels=labels,
         num_sites=len(adapter.sites),
         family=adapter.family,
         subject_mask=checked_mask(subject_mask, "subject_mask"),

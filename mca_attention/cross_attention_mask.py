@@ -47,12 +47,15 @@ def find_token_positions(prompt_tokens: list[int], word_tokens: list[int]) -> li
 
 
 class CrossAttentionMaps:
-    """The target's cross-attention maps of one sampling run, per step (lives in the run's cache)."""
+    """Each target's cross-attention maps of one sampling run, per step (lives in the run's cache).
+
+    A recorded map is ``[targets, image tokens]``: one row per target row of the run, in target order.
+    """
 
     def __init__(self):
         self._maps: dict[int, list[torch.Tensor]] = {}
         self._shape: tuple[int, int] | None = None
-        self._masks: dict[int, torch.Tensor | None] = {}
+        self._masks: dict[int, tuple[torch.Tensor, ...] | None] = {}
 
     @property
     def shape(self) -> tuple[int, int] | None:
@@ -61,13 +64,18 @@ class CrossAttentionMaps:
     def maps_at(self, step: int) -> list[torch.Tensor]:
         return list(self._maps.get(step, []))
 
-    def record(self, step: int, flat_map: torch.Tensor, height: int, width: int) -> None:
+    def record(self, step: int, maps: torch.Tensor, height: int, width: int) -> None:
+        """``maps`` ``[targets, height * width]``: every target's attention to the subject words at one site."""
         self._shape = (height, width)
-        self._maps.setdefault(step, []).append(flat_map.detach().float().cpu())
+        self._maps.setdefault(step, []).append(maps.detach().float().cpu())
 
-    def mask_before(self, step: int) -> torch.Tensor | None:
-        """The edit mask for ``step`` from the maps of earlier steps, or None at the first step."""
+    def mask_before(self, step: int) -> tuple[torch.Tensor, ...] | None:
+        """Each target's edit mask for ``step`` from the maps of earlier steps, or None at the first step.
+
+        The same tensor objects are returned for the same step (plans are cached by mask identity).
+        """
         if step not in self._masks:
             maps = [m for s, ms in self._maps.items() if s < step for m in ms]
-            self._masks[step] = mask_from_maps(maps, *self._shape) if maps else None
+            self._masks[step] = (tuple(mask_from_maps([m[j] for m in maps], *self._shape)
+                                       for j in range(maps[0].shape[0])) if maps else None)
         return self._masks[step]

@@ -11,15 +11,25 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from .layout import SINGLE, BatchShape
+
 RUN_KEY = "mca_run"
 
 
 @dataclass(eq=False)
 class MCARun:
+    """One sampling pass: its steps, its rows, and which of the patch's schedule cells its targets run."""
+
     total_steps: int
     latent_size: tuple[int, int] | None = None  # (h, w) of the latent: where a DiT's image tokens are
+    shape: BatchShape = SINGLE
+    cells: tuple[int, ...] = (0,)  # per target row: the index of its schedule in ``MCAState.schedules``
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     _caches: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.cells) != self.shape.targets:
+            raise ValueError(f"{len(self.cells)} schedule cells for {self.shape.targets} target rows")
 
     def cache_for(self, owner) -> dict:
         """The scratch dict of one patched model's state for this run."""

@@ -13,10 +13,10 @@ import torch
 
 from .attention import RegionPlan, plan_regions
 from .cross_attention_mask import CrossAttentionMaps
-from .layout import RowLayout, row_layout
+from .layout import BatchShape, RowLayout, row_layout
 from .masks import MASK_THRESHOLD, as_single_mask, centroid, site_mask
-from .run import MCARun
-from .schedule import MCASchedule
+from .run import MCARun, RunStep
+from .schedule import MCASchedule, Op
 from .tasks import TaskPreset
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,15 @@ def checked_mask(mask: torch.Tensor, name: str) -> torch.Tensor:
     return single.detach().to("cpu").clone()
 
 
+@dataclass(frozen=True)
+class TargetGroup:
+    """Targets that one attention call rebuilds with the same operation and index plan (one batched call)."""
+
+    op: Op
+    plan: RegionPlan
+    targets: tuple[int, ...]
+
+
 @dataclass(eq=False)
 class MCAState:
     """Settings shared by all sites of one patched model; per-run data lives in the run's cache.
@@ -43,7 +52,7 @@ class MCAState:
     """
 
     preset: TaskPreset
-    schedule: MCASchedule
+    schedules: tuple[MCASchedule, ...]  # one per schedule cell (a sweep's cells; one without a sweep)
     num_sites: int
     family: str
     subject_mask: torch.Tensor
@@ -55,7 +64,8 @@ class MCAState:
     text_width: int | None = None  # the width of the text tokens the model reads
     pooled_width: int | None = None  # the pooled text vector it needs: its width, 0 = unknown width, None = none
     reposition: bool = False  # RoPE models: SALQ sees the subject's keys moved onto the edit region
-    trace: list | None = None  # when a list, every call appends (step, site, op, chunks): for tests
+    labels: tuple[str, ...] = ("",)  # per schedule cell: what it changes, e.g. "sagi_end=0.05" (grid labels)
+    trace: list | None = None  # when a list, every call appends (step, site, ops per target, chunks): for tests
     _warned: set = field(default_factory=set, repr=False)
 
     def __deepcopy__(self, memo):
@@ -69,33 +79,75 @@ class MCAState:
         logger.warning(message)
         return True
 
-    def warn_inactive_rows(self, rows: int, chunks: int) -> None:
+    def warn_inactive_rows(self, rows: int, chunks: int, expected: int) -> None:
         self.warn_once("rows", f"MCA attention is inactive in a {rows // chunks}-row batch: it needs the MCA "
-                               f"Sampler's 3 rows (condition, subject, target).")
+                               f"Sampler's {expected} rows (conditions, subject, targets).")
 
     def run_cache(self, run: MCARun) -> dict:
-        """This model's scratch for one run: the schedule table, index plans, row layouts, maps."""
+        """This model's scratch for one run: the schedule table, index plans, row layouts, maps.
+
+        ``ops[step][site]`` is a tuple with the operation of every target row of the run.
+        """
         cache = run.cache_for(self)
         if not cache:
-            cache.update(ops=self.schedule.table(run.total_steps, self.num_sites), plans={}, layouts={},
+            if max(run.cells) >= len(self.schedules):
+                raise ValueError(f"the run asks for schedule cell {max(run.cells)} but the patch holds "
+                                 f"{len(self.schedules)}")
+            tables = {cell: self.schedules[cell].table(run.total_steps, self.num_sites) for cell in set(run.cells)}
+            ops = [[tuple(tables[cell][step][site] for cell in run.cells) for site in range(self.num_sites)]
+                   for step in range(run.total_steps)]
+            cache.update(ops=ops, plans={}, layouts={},
                          cross=CrossAttentionMaps() if self.edit_mask is None else None)
         return cache
 
-    def edit_mask_at(self, cache: dict, step: int) -> torch.Tensor | None:
+    def target_groups(self, cache: dict, current: RunStep, site: int, total_rows: int, chunks: int,
+                      grid: tuple[int, int], device: torch.device) -> list[TargetGroup]:
+        """The target rows one attention call rebuilds, grouped by (operation, plan); empty: ordinary attention.
+
+        A call that does not hold the run's rows (another sampler's batch) rebuilds nothing, with a warning.
+        """
+        shape = current.run.shape
+        ops = cache["ops"][current.step][site]
+        active = any(op is not Op.NONE for op in ops)
+        if active and total_rows != shape.rows * chunks:
+            self.warn_inactive_rows(total_rows, chunks, shape.rows)
+            active = False
+        plans = self.plans(cache, current.step, *grid, device, shape.targets) if active else ()
+        groups: dict[tuple, tuple[Op, RegionPlan, list[int]]] = {}
+        applied = []
+        for target, op in enumerate(ops):
+            plan = plans[target] if active and op is not Op.NONE else None
+            applied.append(Op.NONE if plan is None else op)
+            if plan is not None:
+                groups.setdefault((op, id(plan)), (op, plan, []))[2].append(target)
+        if self.trace is not None:
+            self.trace.append((current.step, site, tuple(applied), chunks))
+        return [TargetGroup(op, plan, tuple(targets)) for op, plan, targets in groups.values()]
+
+    def edit_mask_at(self, cache: dict, step: int, target: int = 0) -> torch.Tensor | None:
+        """Target ``target``'s edit mask at ``step``: the patch's, or (generation) its own from cross-attention."""
         if self.edit_mask is not None:
             return self.edit_mask
-        return cache["cross"].mask_before(step)
+        masks = cache["cross"].mask_before(step)
+        return None if masks is None else masks[target]
 
-    def plan(self, cache: dict, step: int, height: int, width: int, device: torch.device) -> RegionPlan | None:
-        """Index sets for a site of ``height x width`` image tokens; None while no edit mask is known yet.
+    def plans(self, cache: dict, step: int, height: int, width: int, device: torch.device,
+              targets: int) -> tuple[RegionPlan | None, ...]:
+        """Index sets of each target for a site of ``height x width`` tokens; None while no edit mask is known.
 
         Built once per site resolution and edit mask (once per run, or once per step when the mask
-        comes from cross-attention), not per attention call.
+        comes from cross-attention), not per attention call. Targets that share the patch's edit mask
+        share one plan object.
         """
-        edit = self.edit_mask_at(cache, step)
+        if self.edit_mask is not None:
+            return (self._plan(cache, self.edit_mask, (height, width, str(device)), device),) * targets
+        return tuple(self._plan(cache, self.edit_mask_at(cache, step, j), (height, width, str(device), j), device)
+                     for j in range(targets))
+
+    def _plan(self, cache: dict, edit: torch.Tensor | None, key: tuple, device: torch.device) -> RegionPlan | None:
         if edit is None:
             return None
-        key = (height, width, str(device))
+        height, width = key[:2]
         cached = cache["plans"].get(key)
         if cached is None or cached[0] is not edit:
             plan = plan_regions(site_mask(self.subject_mask, height, width).to(device),
@@ -103,10 +155,11 @@ class MCAState:
             cached = cache["plans"][key] = (edit, plan)
         return cached[1]
 
-    def subject_shift(self, cache: dict, step: int, height: int, width: int) -> tuple[float, float]:
-        """(rows, columns) from the subject mask's centre to the edit region's, at a ``height x width`` grid."""
-        edit = self.edit_mask_at(cache, step)
-        key = (height, width)
+    def subject_shift(self, cache: dict, step: int, height: int, width: int, target: int = 0) -> tuple[float, float]:
+        """(rows, columns) from the subject mask's centre to target ``target``'s edit region, on a ``height x width``
+        grid."""
+        edit = self.edit_mask_at(cache, step, target)
+        key = (height, width, target if self.edit_mask is None else 0)
         cached = cache.setdefault("shifts", {}).get(key)
         if cached is None or cached[0] is not edit:
             subject_centre = centroid(site_mask(self.subject_mask, height, width), height, width)
@@ -115,8 +168,16 @@ class MCAState:
             cached = cache["shifts"][key] = (edit, shift)
         return cached[1]
 
-    def layout(self, cache: dict, total_rows: int, cond_or_uncond: list[int], device: torch.device) -> RowLayout:
-        key = (total_rows, tuple(cond_or_uncond), str(device))
+    def layout(self, cache: dict, total_rows: int, cond_or_uncond: list[int], device: torch.device,
+               shape: BatchShape, targets: tuple[int, ...] | None = None) -> RowLayout:
+        """The rows of one call (restricted to ``targets`` when given), built once per run."""
+        key = (total_rows, tuple(cond_or_uncond), str(device), targets)
         if key not in cache["layouts"]:
-            cache["layouts"][key] = row_layout(total_rows, cond_or_uncond, device)
+            cache["layouts"][key] = row_layout(total_rows, cond_or_uncond, device, shape, targets)
         return cache["layouts"][key]
+
+    def cond_targets(self, cache: dict, total_rows: int, cond_or_uncond: list[int], shape: BatchShape,
+                     device: torch.device) -> torch.Tensor:
+        """The cond chunk's target rows in target order (where generation reads the subject word's map)."""
+        rows = self.layout(cache, total_rows, cond_or_uncond, device, shape)
+        return rows.target.view(len(cond_or_uncond), shape.targets)[cond_or_uncond.index(0)]

@@ -8,6 +8,7 @@ from ..mca_attention.adapters import SUPPORTED_FAMILIES, model_adapter
 from ..mca_attention.comfy_patch import mca_state, patch_model
 from ..mca_attention.cross_attention_mask import find_token_positions
 from ..mca_attention.schedule import MCASchedule
+from ..mca_attention.sweep import SITE_INDEX, cell_label, sweep_cells
 from ..mca_attention.tasks import PRESETS, Task
 from ..mca_attention.unet_sites import site_from_fraction
 from .common import CATEGORY
@@ -178,6 +179,9 @@ class MCAAttentionPatch:
                 "token_indices": ("STRING", {"default": "",
                                              "tooltip": "Alternative to subject_words: token positions in the target "
                                                         "prompt, comma-separated (1 = first word's first token)."}),
+                "sweep": ("MCA_SWEEP", {"tooltip": "Optional: the schedule cells of MCA Schedule Sweep. Each cell is "
+                                                   "this node's schedule with the swept settings replaced; the MCA "
+                                                   "Sampler makes one target per cell, in one batch."}),
                 "subject_position": (list(SUBJECT_POSITIONS), {
                     "default": "own",
                     "tooltip": "Flux/Chroma (RoPE): 'own' keeps the subject's keys at their positions in the subject "
@@ -189,23 +193,35 @@ class MCAAttentionPatch:
 
     def patch(self, model, subject_mask, preset, sagi_start, sagi_end, salq_start, salq_end, salq_sites,
               salq_first_site, edit_mask=None, clip=None, target_text="", subject_words="", token_indices="",
-              subject_position="own"):
+              subject_position="own", sweep=()):
         task_preset = PRESETS[Task(preset)]
         adapter = model_adapter(model)
         sites = adapter.sites
-        schedule = effective_schedule(adapter.preset_schedule(task_preset), len(sites), salq_sites,
-                                      salq_first_site, sagi_start=sagi_start, sagi_end=sagi_end,
-                                      salq_start=salq_start, salq_end=salq_end)
+        widgets = dict(sagi_start=sagi_start, sagi_end=sagi_end, salq_start=salq_start, salq_end=salq_end,
+                       salq_sites=salq_sites, salq_first_site=salq_first_site)
+        cells = sweep_cells(tuple(sweep))
+        schedules = []
+        for cell in cells:
+            values = {**widgets, **cell}
+            if SITE_INDEX not in cell and "salq_sites" in cell:
+                values[SITE_INDEX] = PRESET_DEFAULT  # a swept salq_sites wins over the widget's site index
+            try:
+                schedules.append(effective_schedule(adapter.preset_schedule(task_preset), len(sites),
+                                                    values.pop("salq_sites"), int(values.pop(SITE_INDEX)), **values))
+            except ValueError as error:
+                raise ValueError(f"sweep cell {cell_label(cell)}: {error}" if cell else str(error)) from None
         tokens, text_cond = None, None
         if edit_mask is None and not task_preset.needs_edit_mask:
             tokens = subject_tokens(clip, target_text, subject_words, token_indices, adapter.text_encoder_key)
             if clip is not None and target_text.strip():
                 text_cond = encoded_text(clip, target_text)
-        patched = patch_model(model, task_preset, schedule, subject_mask, edit_mask, subject_tokens=tokens,
-                              target_text_cond=text_cond, reposition=SUBJECT_POSITIONS[subject_position])
-        first = mca_state(patched).schedule.salq_first_site  # resolved for this model by patch_model
-        logger.info("MCA Attention Patch: %s model, %d self-attention sites, %s preset, SALQ from site %d; the "
-                    "MCA Sampler logs the step x site table.", adapter.family, len(sites), preset, first)
+        patched = patch_model(model, task_preset, schedules, subject_mask, edit_mask, subject_tokens=tokens,
+                              target_text_cond=text_cond, reposition=SUBJECT_POSITIONS[subject_position],
+                              labels=[cell_label(cell) for cell in cells])
+        first = sorted({one.salq_first_site for one in mca_state(patched).schedules})  # resolved by patch_model
+        logger.info("MCA Attention Patch: %s model, %d self-attention sites, %s preset, %d schedule cell(s), SALQ "
+                    "from site %s; the MCA Sampler logs the step x site table.", adapter.family, len(sites), preset,
+                    len(cells), ", ".join(map(str, first)))
         return (patched,)
 
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMFY_DIR = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
 PACK_LINK = COMFY_DIR / "custom_nodes" / "mca_ctrl"
 PACK_NAME = "mca_ctrl"
-PACK_PACKAGES = ("mca_attention", "nodes", "slm")  # the node pack itself (tools beside it are not imported)
+PACK_PACKAGES = ("mca_attention", "nodes", "slm", "drawing")  # the node pack itself (tools beside it are not imported)
 
 if str(COMFY_DIR) not in sys.path:
     sys.path.insert(0, str(COMFY_DIR))

@@ -60,9 +60,9 @@ def sd15_model(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def tiny_sd15_model(seed: int = 0):
+def tiny_sd15_model(seed: int = 0, dtype: torch.dtype = torch.float32):
     """All 16 SD1.5 self-attention sites, 32 base channels, 32-d text context: fast on a CPU."""
-    return sd15_model(seed, model_channels=32, context_dim=TINY_CONTEXT_DIM)
+    return sd15_model(seed, dtype, model_channels=32, context_dim=TINY_CONTEXT_DIM)
 
 
 def tiny_prompt(seed: int, tokens: int = 77, dim: int = TINY_CONTEXT_DIM) -> list:
@@ -122,8 +122,11 @@ FAMILY_LAYOUTS = {
 SDXL_FAMILY = ("SDXL", "SSD1B", "Segmind_Vega", "KOALA_700M")
 
 
-def tiny_family_model(family: str, seed: int = 0, v_prediction: bool = False):
-    """A random UNet of a family's real depths from ComfyUI's own ``supported_models`` class, 32 base channels."""
+def tiny_family_model(family: str, seed: int = 0, v_prediction: bool = False, dtype: torch.dtype = torch.float32):
+    """A random UNet of a family's real depths from ComfyUI's own ``supported_models`` class, 32 base channels.
+
+    ``dtype`` float64 makes a batch's rows independent of the batch size to float32 precision (ComfyUI casts
+    each model output to float32), where float32 CPU kernels round differently per batch size."""
     comfy_host.boot_comfy()
     import comfy.model_base
     import comfy.model_patcher
@@ -131,14 +134,14 @@ def tiny_family_model(family: str, seed: int = 0, v_prediction: bool = False):
 
     config = dict(in_channels=4, out_channels=4, model_channels=32, use_spatial_transformer=True, legacy=False,
                   image_size=32, use_checkpoint=False, use_temporal_attention=False, use_temporal_resblock=False,
-                  dtype=torch.float32, context_dim=TINY_CONTEXT_DIM, use_linear_in_transformer=True,
+                  dtype=dtype, context_dim=TINY_CONTEXT_DIM, use_linear_in_transformer=True,
                   num_heads=-1, num_head_channels=8, adm_in_channels=None)
     config.update(FAMILY_LAYOUTS[family])
     if family in SDXL_FAMILY:
         config.update(adm_in_channels=TINY_POOLED_DIM + SDXL_ADM_EXTRA, num_classes="sequential")
     model_config = getattr(comfy.supported_models, family)(config)
     model_config.unet_config.update(num_heads=-1, num_head_channels=8)  # the class forces 64-d heads: shrink them
-    model_config.set_inference_dtype(torch.float32, None)
+    model_config.set_inference_dtype(dtype, None)
     model_type = comfy.model_base.ModelType.V_PREDICTION if v_prediction else comfy.model_base.ModelType.EPS
     model_class = comfy.model_base.SDXL if family in SDXL_FAMILY else comfy.model_base.BaseModel
     model = model_class(model_config, model_type=model_type, device=torch.device("cpu"))

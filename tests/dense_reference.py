@@ -26,16 +26,35 @@ def mask_at(mask, height, width):
     return F.interpolate(mask[None].float(), size=(height, width), mode="nearest").flatten()
 
 
-def dense_expected_output(call: dict, op: Op, subject_mask, edit_mask):
-    """What the paper's rules give for one whole recorded attention call (every row)."""
+def target_rows(call: dict, shape=None):
+    """(condition, subject, target, target index) rows of every chunk and target of a recorded call.
+
+    ``shape`` (``layout.BatchShape``; None = the official 3 rows): ``conditions`` condition rows, the
+    subject, then the targets, each reading the condition row ``target_condition[j]``."""
+    conditions, target_condition = (1, (0,)) if shape is None else (shape.conditions, shape.target_condition)
+    per_chunk = conditions + 1 + len(target_condition)
+    for chunk in range(len(call["cond_or_uncond"])):
+        base = chunk * per_chunk
+        for j, c in enumerate(target_condition):
+            yield base + c, base + conditions, base + conditions + 1 + j, j
+
+
+def _op_of(ops, j: int) -> Op:
+    return ops if isinstance(ops, Op) else ops[j]
+
+
+def dense_expected_output(call: dict, ops, subject_mask, edit_mask, shape=None):
+    """What the paper's rules give for one whole recorded attention call (every row).
+
+    ``ops``: one Op for every target, or a tuple with each target's own."""
     q, k, v, heads = call["q"], call["k"], call["v"], call["heads"]
     out = dense_softmax_attention(q, k, v, torch.ones(q.shape[1], dtype=torch.bool), heads)
-    if op is Op.NONE:
-        return out
     subject, edit = mask_at(subject_mask, *call["shape"]), mask_at(edit_mask, *call["shape"])
     weight = edit.double()[None, :, None]
-    for chunk in range(len(call["cond_or_uncond"])):
-        c, s, t = 3 * chunk, 3 * chunk + 1, 3 * chunk + 2
+    for c, s, t, j in target_rows(call, shape):
+        op = _op_of(ops, j)
+        if op is Op.NONE:
+            continue
         fg_query, bg_query = (t, t) if op is Op.SALQ else (s, c)
         fg = dense_softmax_attention(q[fg_query:fg_query + 1], k[s:s + 1], v[s:s + 1], subject > 0.5, heads)
         bg = dense_softmax_attention(q[bg_query:bg_query + 1], k[c:c + 1], v[c:c + 1], edit <= 0.5, heads)
@@ -57,13 +76,14 @@ def recording(model, calls: list):
     return recorder
 
 
-def check_recorded_calls(calls: list, expected_op, subject_mask, edit_mask) -> set:
-    """Every recorded output equals the dense formula for its (step, site) op; returns the ops seen."""
+def check_recorded_calls(calls: list, expected_op, subject_mask, edit_mask, shape=None) -> set:
+    """Every recorded output equals the dense formula for its (step, site) op(s); returns the ops seen."""
     seen = set()
     for call in calls:
         op = expected_op(call["step"], call["key"])
-        seen.add(op)
-        torch.testing.assert_close(call["out"].double(), dense_expected_output(call, op, subject_mask, edit_mask),
+        seen.update({op} if isinstance(op, Op) else set(op))
+        torch.testing.assert_close(call["out"].double(),
+                                   dense_expected_output(call, op, subject_mask, edit_mask, shape),
                                    atol=2e-5, rtol=1e-4,
                                    msg=lambda m, call=call, op=op: f"step {call['step']} {call['key']} {op}: {m}")
     return seen
@@ -99,7 +119,7 @@ def centre(flat, height, width):
     return rows.double().mean(), columns.double().mean()
 
 
-def dense_joint_expected(call: dict, op: Op, subject_mask, edit_mask, rope=None):
+def dense_joint_expected(call: dict, ops, subject_mask, edit_mask, rope=None, shape=None):
     """The paper's rules carried over to joint attention, as the issue states them, for one recorded call.
 
     Output ``[B, L, H*d]``. Every row and the target's text queries: ordinary attention over the row's own
@@ -109,38 +129,40 @@ def dense_joint_expected(call: dict, op: Op, subject_mask, edit_mask, rope=None)
     """
     q, k, v, text = call["q"], call["k"], call["v"], call["text_tokens"]
     batch, heads, length, dim = q.shape
-    image_keys = k  # where the region keys' image part comes from
-    if rope is not None and op is Op.SALQ:  # (axes_dim, theta): SALQ sees the subject keys moved onto the edit region
+    moved = k  # the subject keys SALQ sees: moved onto the edit region when ``rope`` (axes_dim, theta) is given
+    if rope is not None:
         grid = call["grid"]
         subject_centre = centre(mask_at(subject_mask, *grid), *grid)
         edit_centre = centre(mask_at(edit_mask, *grid), *grid)
         shift = (0.0, edit_centre[0] - subject_centre[0], edit_centre[1] - subject_centre[1])
-        image_keys = k.double().clone()
-        for chunk in range(len(call["cond_or_uncond"])):
-            image_keys[3 * chunk + 1, :, text:] = rope_rotation(k[3 * chunk + 1, :, text:], shift, *rope)
+        moved = k.double().clone()
+        for _, s, _, _ in target_rows(call, shape):
+            moved[s, :, text:] = rope_rotation(k[s, :, text:], shift, *rope)
     every = torch.ones(length, dtype=torch.bool)
     out = torch.cat([_heads_first_dense(q[r:r + 1], k[r:r + 1], v[r:r + 1], every) for r in range(batch)])
-    if op is not Op.NONE:
-        grid = call["grid"]
-        subject, edit = mask_at(subject_mask, *grid), mask_at(edit_mask, *grid)
-        weight = edit.double().view(1, 1, -1, 1)
-        with_text = torch.ones(text, dtype=torch.bool)
-        for chunk in range(len(call["cond_or_uncond"])):
-            c, s, t = 3 * chunk, 3 * chunk + 1, 3 * chunk + 2
+    grid = call["grid"]
+    subject, edit = mask_at(subject_mask, *grid), mask_at(edit_mask, *grid)
+    weight = edit.double().view(1, 1, -1, 1)
+    with_text = torch.ones(text, dtype=torch.bool)
+    for c, s, t, j in target_rows(call, shape):
+        op = _op_of(ops, j)
+        if op is Op.NONE:
+            continue
+        image_keys = moved if op is Op.SALQ else k
 
-            def region(query_row, text_row, image_row, allowed_image):
-                keys = torch.cat([k[text_row:text_row + 1, :, :text].double(),
-                                  image_keys[image_row:image_row + 1, :, text:].double()], 2)
-                values = torch.cat([v[text_row:text_row + 1, :, :text], v[image_row:image_row + 1, :, text:]], 2)
-                allowed = allowed_image if bool(allowed_image.any()) else torch.ones_like(allowed_image)
-                return _heads_first_dense(q[query_row:query_row + 1, :, text:], keys, values,
-                                          torch.cat([with_text, allowed]))
+        def region(query_row, text_row, image_row, allowed_image, image_keys=image_keys):
+            keys = torch.cat([k[text_row:text_row + 1, :, :text].double(),
+                              image_keys[image_row:image_row + 1, :, text:].double()], 2)
+            values = torch.cat([v[text_row:text_row + 1, :, :text], v[image_row:image_row + 1, :, text:]], 2)
+            allowed = allowed_image if bool(allowed_image.any()) else torch.ones_like(allowed_image)
+            return _heads_first_dense(q[query_row:query_row + 1, :, text:], keys, values,
+                                      torch.cat([with_text, allowed]))
 
-            if op is Op.SALQ:
-                fg, bg = region(t, t, s, subject > 0.5), region(t, t, c, edit <= 0.5)
-            else:
-                fg, bg = region(s, s, s, subject > 0.5), region(c, c, c, edit <= 0.5)
-            out[t, :, text:] = (weight * fg + (1 - weight) * bg)[0]
+        if op is Op.SALQ:
+            fg, bg = region(t, t, s, subject > 0.5), region(t, t, c, edit <= 0.5)
+        else:
+            fg, bg = region(s, s, s, subject > 0.5), region(c, c, c, edit <= 0.5)
+        out[t, :, text:] = (weight * fg + (1 - weight) * bg)[0]
     return out.transpose(1, 2).reshape(batch, length, heads * dim)
 
 
@@ -166,13 +188,13 @@ def recording_override(model, calls: list, token_grid):
     return recorder
 
 
-def check_joint_calls(calls: list, expected_op, subject_mask, edit_mask, rope=None) -> set:
+def check_joint_calls(calls: list, expected_op, subject_mask, edit_mask, rope=None, shape=None) -> set:
     """Every recorded joint-attention output equals the dense formula for its (step, site) op."""
     seen = set()
     for call in calls:
         op = expected_op(call["step"], call["key"])
-        seen.add(op)
-        expected = dense_joint_expected(call, op, subject_mask, edit_mask, rope)
+        seen.update({op} if isinstance(op, Op) else set(op))
+        expected = dense_joint_expected(call, op, subject_mask, edit_mask, rope, shape)
         torch.testing.assert_close(call["out"].double(), expected,
                                    atol=2e-5, rtol=1e-4,
                                    msg=lambda m, call=call, op=op: f"step {call['step']} {call['key']} {op}: {m}")

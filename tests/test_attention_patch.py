@@ -46,7 +46,7 @@ def patched(model, task=Task.SWAP, **schedule_kw):
 
 
 def fired(trace, op):
-    return {(step, site) for step, site, applied, _ in trace if applied is Op(op)}
+    return {(step, site) for step, site, (applied,), _ in trace if applied is Op(op)}
 
 
 def test_finds_all_16_sites_in_unet_order(tiny_model):
@@ -237,10 +237,12 @@ def test_generation_derives_the_edit_mask_from_cross_attention(tiny_model):
     maps = state.run_cache(run)["cross"]
     # maps come from the 2 x 2 sites (third level of an 8 x 8 latent): 5 of them per step, cond half only
     assert all(len(maps.maps_at(step)) == 5 for step in range(STEPS)) and maps.shape == (2, 2)
-    expected = mask_from_maps([m for s in (0, 1, 2) for m in maps.maps_at(s)], 2, 2)
-    assert torch.equal(maps.mask_before(3), expected)
+    assert all(m.shape == (1, 4) for m in maps.maps_at(0)), "one map row per target"
+    expected = mask_from_maps([m[0] for s in (0, 1, 2) for m in maps.maps_at(s)], 2, 2)
+    (mask,) = maps.mask_before(3)
+    assert torch.equal(mask, expected)
     assert maps.mask_before(0) is None
-    ops = {(step, site): op for step, site, op, _ in state.trace}
+    ops = {(step, site): op for step, site, (op,), _ in state.trace}
     assert all(ops[(0, site)] is Op.NONE for site in range(16)), "no mask before the first step's maps"
     assert all(ops[(1, site)] is Op.SAGI for site in range(16))
     assert fired(state.trace, "salq") == EXPECTED_SALQ

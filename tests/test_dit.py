@@ -20,7 +20,7 @@ from mca_ctrl.mca_attention.run import MCARun
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
-from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
+from mca_ctrl.nodes import attention_patch, common, ddim_invert, prompts, sampler
 from random_models import square_mask, tiny_flux_prompt
 
 STEPS = 4
@@ -48,7 +48,7 @@ def dit(request, pack):
 
 def row_prompts(prompt, seeds=(1, 2, 3)):
     rows = [prompt(seed) for seed in seeds]
-    return sampler.row_prompts(*rows, repeat_short=False)
+    return prompts.row_prompts(*rows, repeat_short=False)
 
 
 def sample_rows(model, prompt, cfg=1.0, seed=0, run=None, negative_seed=9):
@@ -124,14 +124,14 @@ def test_a_latent_of_another_channel_count_is_refused(dit):
 def test_prompts_of_different_lengths_and_sequence_changing_conditioning_are_refused(pack):
     short, long = tiny_flux_prompt(1, tokens=16), tiny_flux_prompt(2, tokens=24)
     with pytest.raises(ValueError, match="different token lengths .*subject_prompt 24"):
-        sampler.row_prompts(short, long, short, repeat_short=False)
+        prompts.row_prompts(short, long, short, repeat_short=False)
     kontext = tiny_flux_prompt(3)
     kontext[0][1]["reference_latents"] = [torch.zeros(1, 16, 8, 8)]
     with pytest.raises(ValueError, match="target_prompt carries reference latents .*Kontext"):
-        sampler.row_prompts(short, short, kontext, repeat_short=False)
+        prompts.row_prompts(short, short, kontext, repeat_short=False)
     guided = tiny_flux_prompt(4, guidance=2.0)
     with pytest.raises(ValueError, match="differ in 'guidance'"):
-        sampler.row_prompts(short, guided, short, repeat_short=False)
+        prompts.row_prompts(short, guided, short, repeat_short=False)
 
 
 # --- the shipped override against the dense joint formula, on the q/k/v a real run hands it -----------------
@@ -233,7 +233,7 @@ def test_schnell_at_four_steps_runs_sagi_and_salq_and_says_so(pack, caplog):
     condition, _ = inverted(patched_model, prompt, 2)
     with caplog.at_level(logging.INFO):
         sampler.mca_sample(patched_model, prompt(1), prompt(2), prompt(2), prompt(9), subject, condition, 0, 1.0)
-    ops = {op for *_, op, _ in state.trace}
+    ops = {op for *_, (op,), _ in state.trace}
     assert {Op.SAGI, Op.SALQ} <= ops
     assert any("SAGI: steps 0-0 (1 of 4)" in r.getMessage() and "SALQ: steps 1-3 (3 of 4)" in r.getMessage()
                for r in caplog.records)
@@ -319,8 +319,9 @@ def test_swap_and_add_keep_the_background_and_move_the_subject(dit, task):
     mca = patch_model(model, PRESETS[task], model_adapter(model).preset_schedule(PRESETS[task]), SUBJECT_MASK,
                       EDIT_MASK)
     never = patch_model(model, PRESETS[task], MCASchedule(0.0, 0.0, 0.0, 0.0, 0), SUBJECT_MASK, EDIT_MASK)
-    rows, edit = sampler.mca_sample(mca, *args)
-    plain, _ = sampler.mca_sample(never, *args)
+    out = sampler.mca_sample(mca, *args)
+    rows, edit = out.rows, out.edit[0]
+    plain = sampler.mca_sample(never, *args).rows
     inside = torch.nn.functional.interpolate(EDIT_MASK[None], size=LATENT, mode="nearest")[0, 0] > 0.5
     torch.testing.assert_close(rows[TARGET][:, ~inside], clean[0][:, ~inside], atol=1e-4, rtol=1e-4)
     assert (rows[TARGET][:, inside] - plain[TARGET][:, inside]).abs().max() > 1e-3
@@ -366,9 +367,10 @@ def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_
                           subject_tokens=tokens)
         state = mca_state(mca)
         state.trace = []
-        rows, edit = sampler.mca_sample(mca, prompt(1), prompt(2), prompt(3), prompt(9), subject, empty, 7, 1.0)
+        out = sampler.mca_sample(mca, prompt(1), prompt(2), prompt(3), prompt(9), subject, empty, 7, 1.0)
+        rows, edit = out.rows, out.edit[0]
         assert edit is not None and edit.shape == (4, 4) and torch.isfinite(rows).all()
-        ops = {(step, op) for step, _, op, _ in state.trace}
+        ops = {(step, op) for step, _, (op,), _ in state.trace}
         assert (0, Op.NONE) in ops and (1, Op.SALQ) in ops, "no region before the first step's maps, then SALQ"
         masks.append(edit)
     assert not torch.equal(*masks), "another subject word must give another region"

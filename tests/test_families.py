@@ -15,7 +15,7 @@ from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention.unet_sites import find_attention_sites
-from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
+from mca_ctrl.nodes import attention_patch, common, ddim_invert, prompts, sampler
 from random_models import SDXL_FAMILY, square_mask
 
 # family: (self-attention sites, the preset's first SALQ site, that site's key)
@@ -43,7 +43,7 @@ def prompt(family_name: str, seed: int) -> list:
 
 
 def rows_and_negative(family_name: str, seeds=(1, 2, 3)):
-    return sampler.row_prompts(*(prompt(family_name, s) for s in seeds)), prompt(family_name, 9)
+    return prompts.row_prompts(*(prompt(family_name, s) for s in seeds)), prompt(family_name, 9)
 
 
 def schedule_of(model, task=Task.SWAP, **overrides):
@@ -144,7 +144,7 @@ def test_split_cond_uncond_equals_batched_and_cfg_1_runs(family, monkeypatch):
     state.trace = []
     one = sample_rows(patched, name, cfg=1.0)
     assert {chunks for *_, chunks in state.trace} == {1} and torch.isfinite(one).all()
-    assert any(op is Op.SALQ for *_, op, _ in state.trace)
+    assert any(op is Op.SALQ for *_, (op,), _ in state.trace)
 
 
 @pytest.mark.parametrize("name", ["Segmind_Vega"])  # every SDXL-family model shares comfy.model_base.SDXL's ADM
@@ -172,7 +172,7 @@ def test_rows_with_other_size_options_are_refused(pack):
     rows = [random_models.tiny_sdxl_prompt(s) for s in (1, 2, 3)]
     rows[1][0][1]["width"] = 512
     with pytest.raises(ValueError, match="differ in 'width'.*same width"):
-        sampler.row_prompts(*rows)
+        prompts.row_prompts(*rows)
 
 
 def test_a_dit_model_is_refused_with_its_family_name(pack):
@@ -197,8 +197,9 @@ def test_swap_add_and_generation_run_on_every_family(family, task):
                           subject_tokens=[2, 3] if edit is None else None)
     subject, _ = inverted(model, 1)
     condition, clean = ({"samples": torch.zeros(1, 4, 8, 8)}, None) if task is Task.GENERATION else inverted(model, 2)
-    rows, edit_used = sampler.mca_sample(patched, prompt(name, 1), prompt(name, 2), prompt(name, 3), prompt(name, 9),
-                                         subject, condition, 0, 5.0)
+    out = sampler.mca_sample(patched, prompt(name, 1), prompt(name, 2), prompt(name, 3), prompt(name, 9),
+                             subject, condition, 0, 5.0)
+    rows, edit_used = out.rows, out.edit[0]
     assert rows.shape == (3, 4, 8, 8) and torch.isfinite(rows).all()
     assert edit_used is not None and edit_used.dim() == 2
     if task is not Task.GENERATION:  # local blend: outside the edit mask, the condition image
@@ -239,8 +240,8 @@ def test_sd2_v_prediction_inversion_and_sampler_round_trip(pack):
     for steps in (10, 25, 50):
         condition, latent = inverted(silent, 2, steps, data_std / scale)
         subject, _ = inverted(silent, 1, steps, data_std / scale)
-        rows, _ = sampler.mca_sample(silent, prompt("SD20", 1), prompt("SD20", 2), prompt("SD20", 1),
-                                     prompt("SD20", 9), subject, condition, 0, 1.0, local_blend=False)
+        rows = sampler.mca_sample(silent, prompt("SD20", 1), prompt("SD20", 2), prompt("SD20", 1),
+                                     prompt("SD20", 9), subject, condition, 0, 1.0, local_blend=False).rows
         errors[steps] = float((rows[TARGET] - latent[0]).abs().mean() / latent.abs().mean())
     print("v-prediction round trip, relative error:", errors)
     assert errors[50] < errors[25] < errors[10] and errors[50] < 0.05

@@ -54,9 +54,9 @@ def test_swap_through_the_nodes_on_the_full_width_model(flux_dev):
     latents = [torch.randn(1, 16, *LATENT, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
     subject, condition = (ddim_invert.invert_latent(flux_dev, latent, flux_prompt(0), flux_prompt(0), 1.0, sigmas)
                           for latent in latents)
-    rows, _ = sampler.mca_sample(patched, flux_prompt(1), flux_prompt(2), flux_prompt(2), flux_prompt(9), subject,
-                                 condition, 0, 1.0)
+    rows = sampler.mca_sample(patched, flux_prompt(1), flux_prompt(2), flux_prompt(2), flux_prompt(9), subject,
+                                 condition, 0, 1.0).rows
     assert torch.isfinite(rows).all()
-    assert {op for *_, op, _ in state.trace} == {Op.SAGI, Op.SALQ}, "3 steps: SAGI at step 0, SALQ after"
+    assert {op for *_, (op,), _ in state.trace} == {Op.SAGI, Op.SALQ}, "3 steps: SAGI at step 0, SALQ after"
     outside = torch.nn.functional.interpolate(edit_mask[None], size=LATENT, mode="nearest")[0, 0] <= 0.5
     torch.testing.assert_close(rows[TARGET][:, outside], latents[1][0][:, outside], atol=1e-3, rtol=1e-3)

@@ -99,7 +99,7 @@ def test_every_pack_module_exists_once_and_is_imported_as_mca_ctrl(pack):
 
     assert attention is sys.modules[f"{pack.__name__}.mca_attention.attention"]
     repo = comfy_host.REPO.resolve()
-    runtime = [repo / name for name in ("mca_attention", "nodes", "slm")] + [repo / "model_files.py"]
+    runtime = [repo / name for name in ("mca_attention", "nodes", "slm", "drawing")] + [repo / "model_files.py"]
     modules_by_file: dict[Path, set[int]] = {}
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)

@@ -35,7 +35,7 @@ def sd15(pack):
 
 def sample(model, subject, condition, prompts=None, seed=0):
     prompts = prompts or (tiny_prompt(1), tiny_prompt(2), tiny_prompt(3), tiny_prompt(9))
-    rows, _ = sampler.mca_sample(model, *prompts, subject, condition, seed, 5.0)
+    rows = sampler.mca_sample(model, *prompts, subject, condition, seed, 5.0).rows
     return rows
 
 

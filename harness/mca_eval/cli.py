@@ -17,9 +17,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mca_eval.comfy_api import REPO, tool_module
 from mca_eval.items import TASKS, BenchmarkError
+
+if TYPE_CHECKING:
+    from mca_eval.sweep import Axis
 
 DEFAULT_MODELS = Path(os.environ.get("MCA_EVAL_MODELS") or REPO / "metric_models")
 
@@ -40,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
                    help="set any node input, e.g. 'CheckpointLoaderSimple.ckpt_name=my_sd15.safetensors'")
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
                    help="grid over an MCA Attention Patch widget by its input name (sagi_start, sagi_end, "
-                        "salq_start, salq_end, the Layer_LQ widget) or any 'Title.input'; repeat for more axes")
+                        "salq_start, salq_end, salq_sites, salq_first_site: one prompt per item makes its whole "
+                        "grid) or any 'Title.input' (one prompt per cell); repeat for more axes")
+    p.add_argument("--sweep-per-cell", action="store_true",
+                   help="one ComfyUI prompt per sweep cell, even where one prompt per item could make all its "
+                        "cells (a sweep of the patch's schedule settings): for a server with an older pack")
     p.add_argument("--sweep-metric", help="metric printed under each grid cell (default: DINO_sub / DINO)")
     p.add_argument("--limit", type=int, help="only the first N items of the benchmark")
     p.add_argument("--dino", type=Path, default=DEFAULT_MODELS / "dino-vits16", help="DINO ViT-S/16 folder")
@@ -50,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
                    help="folder with ImageReward.pt and med_config.json (optional metric)")
     p.add_argument("--no-metrics", action="store_true", help="only generate (and write the contact sheet)")
     p.add_argument("--device", default="auto", help="metric models' device: auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one item may take on a server")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds one item (one sweep cell) may take on a server")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -97,7 +106,8 @@ def evaluate(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     errors = ErrorLog(args.out / "errors.log")
     settings = harness.GenerationSettings(template=template, urls=tuple(args.url), overrides=tuple(args.set),
-                                          steps=args.steps, seed=args.seed, timeout=args.timeout, sweep=axes)
+                                          steps=args.steps, seed=args.seed, timeout=args.timeout, sweep=axes,
+                                          shared_sweep=_shared_sweep(template, axes, args.sweep_per_cell))
     print(f"{len(items)} item(s) of {args.benchmark} through {template_path.name} -> {args.out}")
     generated = _generate(items, settings, args, errors)
     scored = scoring.score(items, models, args.out, errors, progress=not args.quiet) if models else None
@@ -112,6 +122,19 @@ def evaluate(args: argparse.Namespace) -> int:
         written.append(write_grid(rows, axes, args.out, metric))
     _print_summary(generated, scored, rows, args.out, written)
     return 0 if all(row.status == "ok" or (models is None and row.status == "no metrics") for row in rows) else 1
+
+
+def _shared_sweep(template: dict, axes: tuple[Axis, ...], per_cell: bool) -> tuple[Axis, ...]:
+    """``axes`` when one prompt per item can make all their cells, else () with the reason printed."""
+    from mca_eval.sweep import cells
+    from mca_eval.workflow import shared_pass_refusal
+
+    reason = "--sweep-per-cell" if per_cell else shared_pass_refusal(template, axes)
+    if axes and reason:
+        print(f"sweep: one prompt per cell ({reason})")
+    elif axes:
+        print(f"sweep: one prompt per item makes its {len(cells(axes))} cells (MCA Schedule Sweep)")
+    return () if reason else axes
 
 
 def _load_models(args: argparse.Namespace):

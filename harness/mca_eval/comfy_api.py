@@ -24,6 +24,13 @@ def tool_module(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
+def pack_module(name: str) -> ModuleType:
+    """A plain-Python module of the pack (``drawing.tiles``) as ``mca_ctrl.<name>``: in a process where ComfyUI
+    loaded the pack, the very module the nodes use; elsewhere the pack's folder without ComfyUI."""
+    tool_module("comfy_host").import_pack_without_host()
+    return importlib.import_module(f"mca_ctrl.{name}")
+
+
 def run_workflow_module() -> ModuleType:
     """``scripts/run_workflow.py``: apply_arguments, run, uploader, fetch_image, WorkflowError."""
     return tool_module("run_workflow")

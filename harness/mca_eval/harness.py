@@ -1,9 +1,11 @@
 """The generation run: items spread over the ComfyUI servers, resume, per-item error log, progress bar.
 
-Each ``--url`` gets one worker that takes the next item when its server is free, so every server keeps
-its own model cache and a faster GPU simply takes more items. An item is done when its folder holds
-``item.json`` (written after all its images); such items are skipped on the next run. A server that
-stops answering hands its item back to the others. Before the first item, image files that do not open fail
+Each ``--url`` gets one worker that takes the next job (one ComfyUI prompt) when its server is free, so every
+server keeps its own model cache and a faster GPU simply takes more items. A job is one item, or, for a sweep of
+the patch's schedule settings, every cell of one benchmark item (one result per cell in one sampler call).
+An item is done when its folder holds ``item.json`` (written after all its images); a job whose items are all
+done is skipped on the next run, one with some items missing runs again as a whole. A server that
+stops answering hands its job back to the others. Before the first item, image files that do not open fail
 their item (named by manifest field and path) and sweep values are checked against the server's widgets;
 when the run ends (not when it is interrupted), what it uploaded and saved on the servers is removed
 (``cleanup``).
@@ -25,10 +27,11 @@ from mca_eval.cleanup import ServerFiles, clean_up
 from mca_eval.errorlog import ErrorLog
 from mca_eval.items import EvalItem
 from mca_eval.readers import PATH_FIELDS
-from mca_eval.sweep import Axis, check_values
+from mca_eval.sweep import PATCH_NODE, Axis, benchmark_item, by_item, check_values
 from mca_eval.workflow import CAPTURE_PREFIX, PreparedPrompt, prepare
 
 RECORD = "item.json"
+METRICS_FILE = "metrics.json"  # written by the metric pass (scoring); removed when its item is made again
 OUTPUT_NAME = re.compile(rf"^{CAPTURE_PREFIX}_\d+_\.png$")
 
 
@@ -48,6 +51,25 @@ class GenerationSettings:
     timeout: float = 3600.0
     prefix: str = "mca_eval"
     sweep: tuple[Axis, ...] = ()
+    shared_sweep: tuple[Axis, ...] = ()  # the sweep when one prompt per item makes all its cells, else ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ComfyUI prompt and the items it makes: one item, or every cell of one item's sweep (in cell order)."""
+
+    items: tuple[EvalItem, ...]
+    prepared: PreparedPrompt
+
+    @property
+    def ids(self) -> list[str]:
+        """The ids of the items it makes."""
+        return [item.id for item in self.items]
+
+    @property
+    def name(self) -> str:
+        """The item, or the benchmark item whose cells the job makes."""
+        return self.items[0].id if len(self.items) == 1 else self.items[0].base_id
 
 
 @dataclass
@@ -75,22 +97,35 @@ def read_record(out: Path, item_id: str) -> dict | None:
         return None
 
 
-def plan(items: list[EvalItem], settings: GenerationSettings, out: Path) -> tuple[list, list[str]]:
-    """(items to run with their prompts, ids already done). Done items made with other settings are an error."""
+def jobs(items: list[EvalItem], settings: GenerationSettings) -> list[Job]:
+    """One job per item, or (``settings.shared_sweep``) per benchmark item with all its cells."""
+    if not settings.shared_sweep:
+        return [Job((item,), _prepare(item, settings)) for item in items]
+    return [Job(cells, _prepare(benchmark_item(cells), settings, settings.shared_sweep)) for cells in by_item(items)]
+
+
+def _prepare(item: EvalItem, settings: GenerationSettings, schedule_sweep: tuple[Axis, ...] = ()) -> PreparedPrompt:
+    return prepare(settings.template, item, settings.overrides, settings.steps, settings.seed, settings.prefix,
+                   schedule_sweep)
+
+
+def plan(items: list[EvalItem], settings: GenerationSettings, out: Path) -> tuple[list[Job], list[str]]:
+    """(jobs to run, ids already done). A job is done when all its items are, with its prompt's fingerprint;
+    items made with other settings are an error."""
     todo, done, changed = [], [], []
-    for item in items:
-        prepared = prepare(settings.template, item, settings.overrides, settings.steps, settings.seed, settings.prefix)
-        record = read_record(out, item.id)
-        if record is None:
-            todo.append((item, prepared))
-        elif record.get("fingerprint") == prepared.fingerprint:
-            done.append(item.id)
+    for job in jobs(items, settings):
+        records = [read_record(out, item_id) for item_id in job.ids]
+        changed += [item_id for item_id, record in zip(job.ids, records)
+                    if record is not None and record.get("fingerprint") != job.prepared.fingerprint]
+        if None not in records:
+            done += job.ids
         else:
-            changed.append(item.id)
+            todo.append(job)
     if changed:
         raise HarnessError(f"{out} holds results of {len(changed)} item(s) made with other settings (workflow, --set, "
-                           f"--steps, --seed, sweep or input files differ), e.g. {', '.join(changed[:3])}. Use a new "
-                           f"--out folder, or delete those items' folders under {Path(out) / 'items'} to redo them.")
+                           f"--steps, --seed, sweep, --sweep-per-cell or input files differ), e.g. "
+                           f"{', '.join(changed[:3])}. Use a new --out folder, or delete those items' folders under "
+                           f"{Path(out) / 'items'} to redo them.")
     return todo, done
 
 
@@ -132,25 +167,34 @@ def _image_problem(path: Path) -> str | None:
     return None
 
 
-def _drop_unreadable(todo: list, errors: ErrorLog, summary: GenerationSummary) -> list:
-    """``todo`` without the items whose image files do not open; those are logged as failed."""
+def _drop_unreadable(todo: list[Job], errors: ErrorLog, summary: GenerationSummary) -> list[Job]:
+    """``todo`` without the jobs whose image files do not open (a job's items share them); those fail."""
     kept, verdicts = [], {}
-    for item, prepared in todo:
-        problem = unreadable_image(item, verdicts)
+    for job in todo:
+        problem = unreadable_image(job.items[0], verdicts)
         if problem is None:
-            kept.append((item, prepared))
+            kept.append(job)
         else:
-            summary.failed.append(item.id)
-            print(f"{item.id} failed: {errors.add(item.id, 'generate', '-', problem)}")
+            summary.failed += job.ids
+            print(f"{job.name} failed: {_log(errors, job, '-', problem)}")
     return kept
 
 
+def _log(errors: ErrorLog, job: Job, where: str, error: BaseException | str) -> str:
+    """Logs ``error`` for each item of ``job``; returns the one-line message."""
+    return [errors.add(item_id, "generate", where, error) for item_id in job.ids][0]
+
+
 async def _check_sweep_values(session, url: str, settings: GenerationSettings) -> None:
-    """SweepError unless every sweep value suits its widget as ``url``'s /object_info describes it."""
+    """SweepError unless every sweep value suits its widget as ``url``'s /object_info describes it; HarnessError
+    when a shared pass is planned and the server's MCA Attention Patch takes no sweep (an older pack)."""
     nodes_titled = comfy_api.run_workflow_module().nodes_titled
     for axis in settings.sweep:
         for class_type in sorted({node["class_type"] for node in nodes_titled(settings.template, axis.title)}):
             check_values(axis, class_type, await comfy_api.input_spec(session, url, class_type, axis.input))
+    if settings.shared_sweep and await comfy_api.input_spec(session, url, PATCH_NODE, "sweep") is None:
+        raise HarnessError(f"the MCA Attention Patch on {url} has no sweep input (an older MCA-Ctrl pack): update "
+                           f"the pack there, or pass --sweep-per-cell (one prompt per sweep cell)")
 
 
 async def _generate_all(todo: list, settings: GenerationSettings, out: Path, errors: ErrorLog,
@@ -171,68 +215,81 @@ async def _generate_all(todo: list, settings: GenerationSettings, out: Path, err
                                f"(make run, one per GPU) and pass each with --url")
         await _check_sweep_values(session, live[0], settings)
         queue = deque(todo)
-        with tqdm(total=len(todo), desc=f"generating on {len(live)} server(s)", unit="item",
+        with tqdm(total=sum(len(job.items) for job in todo), desc=f"generating on {len(live)} server(s)", unit="item",
                   disable=not progress) as bar:
             await asyncio.gather(*(_worker(session, url, queue, settings, out, errors, summary, bar, made[url])
                                    for url in live))
-    for item, _ in queue:
-        summary.not_run.append(item.id)
-        errors.add(item.id, "generate", "-", "not run: no server was left answering")
+    for job in queue:
+        summary.not_run += job.ids
+        _log(errors, job, "-", "not run: no server was left answering")
 
 
 async def _worker(session, url: str, queue: deque, settings: GenerationSettings, out: Path, errors: ErrorLog,
                   summary: GenerationSummary, bar, made: ServerFiles) -> None:
     down = comfy_api.server_down_errors()
     while queue:
-        item, prepared = queue.popleft()
+        job = queue.popleft()
         started = time.perf_counter()
         try:
             # upload names are content hashes: a file goes to each server once
-            uploads = tuple(upload for upload in prepared.uploads if ("input", upload[0]) not in made.files)
+            uploads = tuple(upload for upload in job.prepared.uploads if ("input", upload[0]) not in made.files)
             await comfy_api.upload(url, uploads)
             for name, path in uploads:
                 made.add("input", name, Path(path).read_bytes())
             images = await comfy_api.run_prompt(
-                url, prepared.prompt, settings.timeout,
+                url, job.prepared.prompt, settings.timeout * job.prepared.cells,
                 log=lambda message, url=url: bar.set_postfix_str(f"{url.split('//')[-1]} {message.strip()}"))
-            await _save_outputs(session, url, images, prepared, item_dir(out, item.id), made)
+            await _save_outputs(session, url, images, job, out, made)
         except down as error:
-            queue.appendleft((item, prepared))
-            message = errors.add(item.id, "generate", url, f"server stopped answering ({error}); it takes no more "
-                                                            f"items, the others go on")
-            bar.write(f"{item.id}: {message}")
+            queue.appendleft(job)
+            message = _log(errors, job, url, f"server stopped answering ({error}); it takes no more items, the "
+                                             f"others go on")
+            bar.write(f"{job.name}: {message}")
             return
-        except Exception as error:  # one item's failure must not stop the run: it is logged and skipped
-            summary.failed.append(item.id)
-            bar.write(f"{item.id} failed on {url}: {errors.add(item.id, 'generate', url, error)}")
+        except Exception as error:  # one job's failure must not stop the run: it is logged and skipped
+            summary.failed += job.ids
+            bar.write(f"{job.name} failed on {url}: {_log(errors, job, url, error)}")
         else:
-            _write_record(out, item, prepared, url, time.perf_counter() - started)
-            summary.ran.append(item.id)
-        bar.update(1)
+            seconds = time.perf_counter() - started
+            for item in job.items:
+                _write_record(out, item, job.prepared, url, seconds)
+            summary.ran += job.ids
+        bar.update(len(job.items))
 
 
-async def _save_outputs(session, url: str, images: list[dict], prepared: PreparedPrompt, folder: Path,
-                        made: ServerFiles) -> None:
-    """Writes ``<role>.png`` for each image of the captured batch (batch order = ``prepared.roles``); records the
-    server's copies in ``made``."""
+async def _save_outputs(session, url: str, images: list[dict], job: Job, out: Path, made: ServerFiles) -> None:
+    """Writes each item's ``<role>.png``: its own result (the batch's results are in ``job.items`` order) and the
+    captures the items share; records the server's copies in ``made``. An item made again loses its old
+    ``item.json`` and ``metrics.json`` first."""
+    prepared = job.prepared
     batch = [image for image in images if image.get("subfolder", "").replace("\\", "/") == prepared.subfolder
              and OUTPUT_NAME.match(image.get("filename", ""))]
-    if len(batch) != len(prepared.roles):
+    if len(batch) != len(prepared.batch_roles):
         raise comfy_api.run_workflow_module().WorkflowError(
-            f"ComfyUI returned {len(batch)} image(s) for this item, expected {len(prepared.roles)} "
-            f"({', '.join(prepared.roles)}); is the result a batch of one image?")
-    folder.mkdir(parents=True, exist_ok=True)
-    for role, image in zip(prepared.roles, batch):
-        content = await comfy_api.fetch_image(session, url, image)
-        (folder / f"{role}.png").write_bytes(content)
+            f"ComfyUI returned {len(batch)} image(s) for {job.name}, expected {len(prepared.batch_roles)} "
+            f"({prepared.cells} result(s), then {', '.join(prepared.roles[1:]) or 'nothing'}); is the result a "
+            f"batch of one image per sweep cell?")
+    contents = []
+    for image in batch:
+        contents.append(await comfy_api.fetch_image(session, url, image))
         if image.get("type", "output") == "output":
-            made.add("output", f"{image['subfolder']}/{image['filename']}", content)
+            made.add("output", f"{image['subfolder']}/{image['filename']}", contents[-1])
+    captures = contents[prepared.cells:]
+    for item, result in zip(job.items, contents):
+        folder = item_dir(out, item.id)
+        for stale in (RECORD, METRICS_FILE):
+            (folder / stale).unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        for role, content in zip(prepared.roles, (result, *captures)):
+            (folder / f"{role}.png").write_bytes(content)
 
 
 def _write_record(out: Path, item: EvalItem, prepared: PreparedPrompt, url: str, seconds: float) -> None:
-    record = {"id": item.id, "task": item.task, "server": url, "seconds": round(seconds, 3),
+    """``item.json``: the item is done. ``seconds`` is the prompt's; an item made with others gets its share."""
+    record = {"id": item.id, "task": item.task, "server": url, "seconds": round(seconds / prepared.cells, 3),
               "fingerprint": prepared.fingerprint, "target_prompt": item.target_prompt,
               "sweep": [[name, value] for name, value in item.sweep], "roles": list(prepared.roles),
+              "prompt_cells": prepared.cells, "prompt_seconds": round(seconds, 3),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     path = item_dir(out, item.id) / RECORD
     partial = path.with_suffix(".json.partial")

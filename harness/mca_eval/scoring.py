@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mca_eval.errorlog import ErrorLog
-from mca_eval.harness import item_dir, read_record
+from mca_eval.harness import METRICS_FILE, item_dir, read_record
 from mca_eval.items import EvalItem
 from mca_eval.metrics import item_metrics
 from mca_eval.models import MetricModels
-
-METRICS_FILE = "metrics.json"
 
 
 @dataclass

@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from mca_eval.items import EvalItem, safe_id
 
 PATCH_NODE = "MCA_AttentionPatch"
+# what MCA Schedule Sweep varies in one pass (the pack's mca_attention/sweep.py SETTINGS)
+SCHEDULE_SETTINGS = ("sagi_start", "sagi_end", "salq_start", "salq_end", "salq_sites", "salq_first_site")
 
 
 class SweepError(ValueError):
@@ -92,3 +94,16 @@ def expand(items: list[EvalItem], axes: tuple[Axis, ...]) -> list[EvalItem]:
     return [replace(item, id=safe_id(item.id + "__" + "__".join(f"{n}={v}" for n, v in cell)), sweep=cell,
                     group=item.id)
             for item in items for cell in cells(axes)]
+
+
+def by_item(items: list[EvalItem]) -> list[tuple[EvalItem, ...]]:
+    """The cells of ``expand``'s items grouped by their benchmark item, in order (an item without sweep alone)."""
+    groups: dict[str, list[EvalItem]] = {}
+    for item in items:
+        groups.setdefault(item.base_id, []).append(item)
+    return [tuple(cells) for cells in groups.values()]
+
+
+def benchmark_item(cells: tuple[EvalItem, ...]) -> EvalItem:
+    """The benchmark item that ``expand`` made ``cells`` from."""
+    return replace(cells[0], id=cells[0].base_id, sweep=(), group="")

@@ -4,7 +4,8 @@ Nodes are found by following links from the one ``MCA_Sampler`` and the one ``MC
 user's own variant of the shipped graph works as long as it keeps that shape. Besides the result, the
 prompt saves what the metrics need at the result's resolution: the subject and condition images as
 the sampler saw them (after ImageScale) and the subject and edit masks the patch used, batched behind the
-result in its SaveImage.
+result in its SaveImage. A sweep of the patch's schedule settings can be one prompt per item: a chain of
+MCA Schedule Sweep nodes makes the sampler return one result per cell, batched ahead of those captures.
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from types import SimpleNamespace
 
 from mca_eval.comfy_api import run_workflow_module
 from mca_eval.items import EvalItem
-from mca_eval.sweep import PATCH_NODE, Axis
+from mca_eval.sweep import PATCH_NODE, SCHEDULE_SETTINGS, Axis, cells
 
 SAMPLER_NODE = "MCA_Sampler"
 SLM_NODE = "MCA_SLMMask"
 SAVE_NODE = "SaveImage"
+SWEEP_NODE = "MCA_ScheduleSweep"
+SEPARATE_PASSES = {"steps": "each step count needs its own inversion"}  # why an input needs a pass per value
 IMAGE_ROLES = ("subject", "condition")
 MASK_ROLES = ("subject_mask", "edit_mask")
 RESULT_ROLE = "result"
@@ -40,6 +43,12 @@ class PreparedPrompt:
     uploads: tuple[tuple[str, Path], ...]
     roles: tuple[str, ...]
     subfolder: str
+    cells: int = 1  # results ahead of the captures in the saved batch: one per sweep cell made in this prompt
+
+    @property
+    def batch_roles(self) -> tuple[str, ...]:
+        """The role of each image of the saved batch, in order: ``cells`` results, then the captures."""
+        return (RESULT_ROLE,) * self.cells + self.roles[1:]
 
     @property
     def fingerprint(self) -> str:
@@ -109,6 +118,21 @@ def check_sweep(template: dict, axes: tuple[Axis, ...]) -> None:
                                          f"its inputs: {', '.join(sorted(node['inputs']))}")
 
 
+def shared_pass_refusal(template: dict, axes: tuple[Axis, ...]) -> str | None:
+    """Why the cells of ``axes`` cannot all come from one prompt per item (None when they can): MCA Schedule Sweep
+    varies only the patch's schedule settings, each once."""
+    nodes_titled, swept = run_workflow_module().nodes_titled, set()
+    for axis in axes:
+        classes = {node["class_type"] for node in nodes_titled(template, axis.title)}
+        if classes != {PATCH_NODE} or axis.input not in SCHEDULE_SETTINGS:
+            return f"{axis.name} cannot share a pass: " + SEPARATE_PASSES.get(
+                axis.input, f"MCA Schedule Sweep varies only the MCA Attention Patch's {', '.join(SCHEDULE_SETTINGS)}")
+        if axis.input in swept:
+            return f"{axis.input} is swept twice"
+        swept.add(axis.input)
+    return None
+
+
 def upload_name(path: Path) -> str:
     """Upload name from the file's content: equal files share one name, so ComfyUI's cache can reuse work."""
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
@@ -116,8 +140,11 @@ def upload_name(path: Path) -> str:
 
 
 def prepare(template: dict, item: EvalItem, overrides: tuple[str, ...], steps: int | None, seed: int | None,
-            prefix: str) -> PreparedPrompt:
-    """The item's prompt: texts and phrases, images, --set overrides, sweep values, mask files, outputs."""
+            prefix: str, schedule_sweep: tuple[Axis, ...] = ()) -> PreparedPrompt:
+    """The item's prompt: texts and phrases, images, --set overrides, sweep values, mask files, outputs.
+
+    ``schedule_sweep``: axes (patch schedule settings, see ``shared_pass_refusal``) whose every cell this one
+    prompt makes, through MCA Schedule Sweep nodes; the patch's own widgets stay as they are."""
     prompt = copy.deepcopy(template)
     sampler, patch = only_node(prompt, SAMPLER_NODE), only_node(prompt, PATCH_NODE)
     _set_texts(prompt, sampler, patch, item)
@@ -134,9 +161,22 @@ def prepare(template: dict, item: EvalItem, overrides: tuple[str, ...], steps: i
     for role in MASK_ROLES:
         if role in uploads:
             _use_mask_file(prompt, sampler, patch, role, uploads[role][0])
+    if schedule_sweep:
+        _link_schedule_sweep(prompt, patch, schedule_sweep)
     subfolder = f"{prefix}/{item.id}"
     roles = _capture_outputs(prompt, sampler, patch, subfolder)
-    return PreparedPrompt(prompt=prompt, uploads=tuple(dict.fromkeys(uploads.values())), roles=roles, subfolder=subfolder)
+    return PreparedPrompt(prompt=prompt, uploads=tuple(dict.fromkeys(uploads.values())), roles=roles,
+                          subfolder=subfolder, cells=len(cells(schedule_sweep)))
+
+
+def _link_schedule_sweep(prompt: dict, patch: str, axes: tuple[Axis, ...]) -> None:
+    """One MCA_ScheduleSweep per axis, chained in order (the first axis changes slowest, as ``sweep.cells``), the
+    last one into the patch's ``sweep`` input."""
+    chained: dict = {}
+    for axis in axes:
+        node = add_node(prompt, SWEEP_NODE, setting=axis.input, values=", ".join(map(str, axis.values)), **chained)
+        chained = {"sweep": [node, 0]}
+    prompt[patch]["inputs"].update(chained)
 
 
 def _set_texts(prompt: dict, sampler: str, patch: str, item: EvalItem) -> None:

@@ -16,7 +16,6 @@ import torch
 
 from ..attention import target_attention
 from ..cross_attention_mask import token_attention_map
-from ..layout import ROWS_PER_CHUNK
 from ..run import run_step
 from ..schedule import MCASchedule, Op
 from ..state import OUTSIDE_MCA_SAMPLER, MCAState
@@ -75,51 +74,50 @@ class JointAttention:
             return self._ordinary(func, args, kwargs)
         q, k, v, heads = args[:4]
         cache = self.state.run_cache(current.run)
-        op = cache["ops"][current.step][site]
+        shape = current.run.shape
         cond_or_uncond = options["cond_or_uncond"]
-        rows_ok = q.shape[0] == ROWS_PER_CHUNK * len(cond_or_uncond)
         grid = token_grid(current.run.latent_size, self.patch_size)
         text_tokens = q.shape[2] - grid[0] * grid[1]
         if text_tokens < 0:
             raise ValueError(f"MCA found {q.shape[2]} tokens in a {self.state.family} attention call, fewer than "
                              f"the latent's {grid[0]}x{grid[1]} image tokens: the latent given to the MCA Sampler "
                              f"is not the one the model samples.")
+        rows_ok = q.shape[0] == shape.rows * len(cond_or_uncond)
         if rows_ok and self.state.edit_mask is None and options.get("block_type") == PROBE_BLOCK_TYPE:
-            self._record_subject_map(cache, current.step, q, k, heads, cond_or_uncond, text_tokens, grid)
-        if op is not Op.NONE and not rows_ok:
-            self.state.warn_inactive_rows(q.shape[0], len(cond_or_uncond))
-            op = Op.NONE
-        plan = None
-        if op is not Op.NONE:
-            plan = self.state.plan(cache, current.step, grid[0], grid[1], q.device)
-            op = op if plan is not None else Op.NONE
-        if self.state.trace is not None:
-            self.state.trace.append((current.step, site, op, len(cond_or_uncond)))
-        if op is Op.NONE:
+            self._record_subject_map(cache, current, q, k, heads, cond_or_uncond, text_tokens, grid)
+        groups = self.state.target_groups(cache, current, site, q.shape[0], len(cond_or_uncond), grid, q.device)
+        if not groups:
             return self._ordinary(func, args, kwargs)
         if kwargs.get("mask") is not None:
             raise ValueError("MCA rows cannot take an attention mask from the conditioning: remove the node that "
                              "sets one on the prompts given to the MCA Sampler.")
 
-        rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device)
-        keys = _merged(k)
-        if op is Op.SALQ and self.state.reposition:
-            keys[rows.subject, text_tokens:] = _merged(self._subject_moved(cache, current.step, k, rows, text_tokens,
-                                                                           grid))
-        target = target_attention(op, _merged(q), keys, _merged(v), rows, plan, heads, text_tokens=text_tokens)
-        keep = rows.keep
-        kept = self._ordinary(func, (q[keep], k[keep], v[keep], *args[3:]), kwargs)
-        if kwargs.get("skip_output_reshape"):
-            target = target.view(target.shape[0], target.shape[1], heads, -1).transpose(1, 2)
+        everything = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape)
+        rebuilt = {target for group in groups for target in group.targets}
+        untouched = tuple(target for target in range(shape.targets) if target not in rebuilt)
+        plain = everything.keep if not untouched else torch.cat(
+            [everything.keep, self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape, untouched).target])
+        kept = self._ordinary(func, (q[plain], k[plain], v[plain], *args[3:]), kwargs)
         out = kept.new_empty((q.shape[0], *kept.shape[1:]))
-        out[keep] = kept
-        out[rows.target] = target.to(out.dtype)
+        out[plain] = kept
+        queries, values = _merged(q), _merged(v)
+        for group in groups:
+            rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape, group.targets)
+            keys = _merged(k)
+            if group.op is Op.SALQ and self.state.reposition:
+                keys[rows.subject, text_tokens:] = _merged(
+                    self._subject_moved(cache, current.step, k, rows, text_tokens, grid, group.targets[0]))
+            target = target_attention(group.op, queries, keys, values, rows, group.plan, heads,
+                                      text_tokens=text_tokens)
+            if kwargs.get("skip_output_reshape"):
+                target = target.view(target.shape[0], target.shape[1], heads, -1).transpose(1, 2)
+            out[rows.target] = target.to(out.dtype)
         return out
 
-    def _subject_moved(self, cache, step, k, rows, text_tokens, grid) -> torch.Tensor:
+    def _subject_moved(self, cache, step, k, rows, text_tokens, grid, target: int) -> torch.Tensor:
         """The subject rows' image keys ``[chunks, heads, tokens, dim]`` moved onto the edit region: RoPE rotations
         add, so turning a key by the rotation of the shift gives the key the subject would have had there."""
-        shift = self.state.subject_shift(cache, step, *grid)
+        shift = self.state.subject_shift(cache, step, *grid, target)
         rotations = cache.setdefault("rotations", {})
         key = (shift, str(k.device))
         if key not in rotations:  # once per run and shift, not per attention call
@@ -127,16 +125,15 @@ class JointAttention:
             rotations[key] = self.pe_embedder(offset)  # [1, 1, 1, dim/2, 2, 2]: one rotation for every token
         return rotate(k[rows.subject, :, text_tokens:], rotations[key])
 
-    def _record_subject_map(self, cache, step, q, k, heads, cond_or_uncond, text_tokens, grid) -> None:
-        """Generation: the target's image queries' attention to the subject word's text tokens (cond chunk)."""
+    def _record_subject_map(self, cache, current, q, k, heads, cond_or_uncond, text_tokens, grid) -> None:
+        """Generation: each target's image queries' attention to the subject word's text tokens (cond chunk)."""
         if 0 not in cond_or_uncond:
             return
-        rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device)
-        target = rows.target[[i for i, kind in enumerate(cond_or_uncond) if kind == 0]]
+        target = self.state.cond_targets(cache, q.shape[0], cond_or_uncond, current.run.shape, q.device)
         queries = _merged(q[target][:, :, text_tokens:])
         keys = _merged(k[target][:, :, :text_tokens])
-        flat = token_attention_map(queries, keys, heads, self.state.subject_tokens).mean(0)
-        cache["cross"].record(step, flat, *grid)
+        maps = token_attention_map(queries, keys, heads, self.state.subject_tokens)
+        cache["cross"].record(current.step, maps, *grid)
 
 
 # ComfyUI model config class -> the family name users know. Flux.1 Krea and Kontext load as "Flux".

@@ -14,9 +14,7 @@ from comfy.ldm.modules import attention as comfy_attention  # looked up per call
 
 from ..attention import target_attention
 from ..cross_attention_mask import token_attention_map
-from ..layout import ROWS_PER_CHUNK
 from ..run import run_step
-from ..schedule import Op
 from ..state import OUTSIDE_MCA_SAMPLER, MCAState
 from ..unet_sites import AttentionSite, find_attention_sites, preset_salq_site
 from .base import ModelAdapter, tell_the_ui
@@ -57,30 +55,35 @@ class MCASiteAttention:
                 tell_the_ui(OUTSIDE_MCA_SAMPLER)
             return self._ordinary(q, k, v, extra_options)
         cache = self.state.run_cache(current.run)
-        op = cache["ops"][current.step][self.index]
         cond_or_uncond = extra_options["cond_or_uncond"]
-        if op is not Op.NONE and q.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond):
-            self.state.warn_inactive_rows(q.shape[0], len(cond_or_uncond))
-            op = Op.NONE
-        plan = None
-        if op is not Op.NONE:
-            height, width = extra_options["activations_shape"][-2:]
-            plan = self.state.plan(cache, current.step, int(height), int(width), q.device)
-            op = op if plan is not None else Op.NONE
-        if self.state.trace is not None:
-            self.state.trace.append((current.step, self.index, op, len(cond_or_uncond)))
-        if op is Op.NONE:
+        height, width = (int(side) for side in extra_options["activations_shape"][-2:])
+        groups = self.state.target_groups(cache, current, self.index, q.shape[0], len(cond_or_uncond),
+                                          (height, width), q.device)
+        if not groups:
             return self._ordinary(q, k, v, extra_options)
 
-        rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device)
-        target = target_attention(op, q, k, v, rows, plan, extra_options["n_heads"])
+        shape = current.run.shape
+        layouts = [self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape, g.targets) for g in groups]
         if self.previous is not None:
             out = self.previous(q, k, v, extra_options).clone()
         else:
             out = torch.empty_like(q)
-            out[rows.keep] = ordinary_attention(q[rows.keep], k[rows.keep], v[rows.keep], extra_options)
-        out[rows.target] = target.to(out.dtype)
+            plain = self._plain_rows(cache, q, cond_or_uncond, shape, groups)
+            out[plain] = ordinary_attention(q[plain], k[plain], v[plain], extra_options)
+        for group, rows in zip(groups, layouts):
+            out[rows.target] = target_attention(group.op, q, k, v, rows, group.plan,
+                                                extra_options["n_heads"]).to(out.dtype)
         return out
+
+    def _plain_rows(self, cache, q, cond_or_uncond, shape, groups) -> torch.Tensor:
+        """The rows that keep ordinary attention: conditions, subject, and the targets no group rebuilds."""
+        rebuilt = {target for group in groups for target in group.targets}
+        untouched = tuple(target for target in range(shape.targets) if target not in rebuilt)
+        everything = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape)
+        if not untouched:
+            return everything.keep
+        rest = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape, untouched)
+        return torch.cat([everything.keep, rest.target])
 
 
 def _third_level_size(original_shape) -> tuple[int, int]:
@@ -103,18 +106,17 @@ class MCACrossAttentionProbe:
         current = run_step(extra_options)
         cond_or_uncond = extra_options.get("cond_or_uncond", [])
         height, width = (int(v) for v in extra_options["activations_shape"][-2:])
-        if (current is None or 0 not in cond_or_uncond or n.shape[0] != ROWS_PER_CHUNK * len(cond_or_uncond)
+        if (current is None or 0 not in cond_or_uncond or n.shape[0] != current.run.shape.rows * len(cond_or_uncond)
                 or (height, width) != _third_level_size(extra_options["original_shape"])):
             return n, context, value
         cache = self.state.run_cache(current.run)
         block = extra_options["block"]
         module = self.cross_attention[(block[0], block[1], extra_options.get("block_index", 0))]
-        rows = self.state.layout(cache, n.shape[0], cond_or_uncond, n.device)
-        target = rows.target[[i for i, kind in enumerate(cond_or_uncond) if kind == 0]]
+        target = self.state.cond_targets(cache, n.shape[0], cond_or_uncond, current.run.shape, n.device)
         q = module.to_q(n[target])
         k = module.to_k(context[target])
-        flat = token_attention_map(q, k, extra_options["n_heads"], self.state.subject_tokens).mean(0)
-        cache["cross"].record(current.step, flat, height, width)
+        maps = token_attention_map(q, k, extra_options["n_heads"], self.state.subject_tokens)
+        cache["cross"].record(current.step, maps, height, width)
         return n, context, value
 
 

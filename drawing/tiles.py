@@ -1,4 +1,5 @@
-"""Small image helpers shared by the contact sheet and the sweep grid: fonts, tiles, mask outlines, text."""
+"""Small image helpers shared by the harness (contact sheet, sweep grid) and the MCA Grid node: fonts, tiles,
+mask outlines, text, and the labelled grid of a batch. Plain Pillow: no ComfyUI, no harness imports."""
 from __future__ import annotations
 
 import textwrap
@@ -24,13 +25,21 @@ def font(size: int = 14) -> ImageFont.ImageFont:
 
 def tile(path: Path | None, size: int, mask: Path | None = None, colour: tuple = EDIT_COLOUR) -> Image.Image:
     """The image at ``path`` scaled to fit a ``size`` square (grey when absent), with ``mask`` outlined."""
-    canvas = Image.new("RGB", (size, size), (235, 235, 235))
     if path is None or not Path(path).is_file():
-        return canvas
+        return fitted(None, size)
     with Image.open(path) as opened:
-        image = ImageOps.contain(opened.convert("RGB"), (size, size), Image.LANCZOS)
+        image = opened.convert("RGB")
     if mask is not None and Path(mask).is_file():
-        image = outline(image, Path(mask), colour)
+        image = outline(ImageOps.contain(image, (size, size), Image.LANCZOS), Path(mask), colour)
+    return fitted(image, size)
+
+
+def fitted(image: Image.Image | None, size: int) -> Image.Image:
+    """``image`` scaled to fit a ``size`` square and centred on grey (all grey when None)."""
+    canvas = Image.new("RGB", (size, size), (235, 235, 235))
+    if image is None:
+        return canvas
+    image = ImageOps.contain(image.convert("RGB"), (size, size), Image.LANCZOS)
     canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
     return canvas
 
@@ -75,3 +84,27 @@ def vertical_text(text: str, height: int, width: int, size: int = 16) -> Image.I
     strip = Image.new("RGB", (height, width), BACKGROUND)
     centred_text(ImageDraw.Draw(strip), (0, 0, height, width), text, size)
     return strip.rotate(90, expand=True)
+
+
+def labelled_grid(images: list[Image.Image], labels: list[str], columns: int, tile_size: int,
+                  title: str = "", size: int = 14) -> Image.Image:
+    """The images in rows of ``columns`` tiles, each with its label under it (wrapped), and ``title`` on top."""
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    chars = max(8, int(tile_size / (size * 0.55)))
+    label_lines = max((len(textwrap.wrap(label, chars)) for label in labels), default=0)
+    label_height = label_lines * (size + 4) + 6 if label_lines else 0
+    title_height = size + 16 if title else 0
+    gap = 6
+    width, height = columns * (tile_size + gap) + gap, title_height + rows * (tile_size + label_height + gap) + gap
+    grid = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    if title:
+        centred_text(draw, (0, 0, width, title_height), title, size + 2)
+    for index, image in enumerate(images):
+        x = gap + (index % columns) * (tile_size + gap)
+        y = title_height + gap + (index // columns) * (tile_size + label_height + gap)
+        grid.paste(fitted(image, tile_size), (x, y))
+        if label_height:
+            grid.paste(text_box([labels[index]], tile_size, label_height, size), (x, y + tile_size))
+    return grid

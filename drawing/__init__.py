@@ -1,0 +1,1 @@
+"""Image drawing shared by the MCA Grid node and the evaluation harness (plain Pillow)."""
