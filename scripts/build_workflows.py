@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -137,15 +138,21 @@ def _inverted(graph: Graph, base: Base, ckpt: Loaded, empty, pixels, role: str):
                      positive=empty.out(), steps=base.steps, cfg=1.0)
 
 
-def _finish(graph: Graph, base: Base, ckpt: Loaded, patched, prompts: dict, subject, condition, task: str):
+def _finish(graph: Graph, base: Base, ckpt: Loaded, patched, prompts: dict, subject, condition, task: str,
+            grid_title: str = ""):
+    """The row prompts, MCA Sampler, VAE Decode and Save Image; with ``grid_title``, the decoded targets (one per
+    sweep cell) go through MCA Grid, labelled by the sampler's labels output, before they are saved."""
     encoded = {role: graph.add("CLIPTextEncode", "MCA", 0, f"{role.title()} prompt", clip=ckpt.clip, text=text)
                for role, text in prompts.items()}
     sampler = graph.add("MCA_Sampler", "MCA", 1, model=patched.out(), condition_prompt=encoded["condition"].out(),
                         subject_prompt=encoded["subject"].out(), target_prompt=encoded["target"].out(),
                         negative=encoded["negative"].out(), subject=subject.out(), condition=condition.out(),
                         seed=SEED, cfg=base.cfg, local_blend=True)
-    decoded = graph.add("VAEDecode", "Output", 0, samples=sampler.out(), vae=ckpt.vae)
-    graph.add("SaveImage", "Output", 0, images=decoded.out(), filename_prefix=f"mca_{task}{base.suffix}")
+    images = graph.add("VAEDecode", "Output", 0, samples=sampler.out(), vae=ckpt.vae)
+    if grid_title:
+        images = graph.add("MCA_Grid", "Output", 0, images=images.out(), labels=sampler.out(3), columns=0,
+                           tile_size=256, title=grid_title)
+    graph.add("SaveImage", "Output", 0, images=images.out(), filename_prefix=f"mca_{task}{base.suffix}")
 
 
 def generation(base: Base = SD15) -> Graph:
@@ -178,7 +185,36 @@ def _edit(base: Base, condition_image: str, target_text: str, condition_text: st
         "condition": condition_text, "subject": "a photo of a cat", "target": target_text, "negative": ""}
 
 
-def swap(base: Base = SD15) -> Graph:
+@dataclass(frozen=True)
+class Sweep:
+    """A schedule grid: one MCA Schedule Sweep node per (setting, comma-separated values), chained in order into
+    the patch's sweep input; the first setting runs down the grid's rows, the last across its columns."""
+
+    axes: tuple[tuple[str, str], ...]
+
+    def title(self, task: str) -> str:
+        return f"MCA-Ctrl {task}: " + " x ".join(setting for setting, _ in self.axes)
+
+
+# 2 x 2 around the swap preset (sagi_end 0.1, salq_end 1.0: the top right cell): SAGI twice as long, and SALQ
+# ending at 80 % of the steps. 4 targets: one sampler batch of 6 rows (the condition, the subject, the targets).
+SWAP_SWEEP = Sweep((("sagi_end", "0.1, 0.2"), ("salq_end", "0.8, 1.0")))
+
+
+def _sweep_input(graph: Graph, sweep: Sweep | None) -> dict:
+    """The patch's ``sweep`` input: the MCA Schedule Sweep nodes, each fed into the next, above the patch."""
+    chained = {}
+    axes = sweep.axes if sweep else ()
+    for index, (setting, values) in enumerate(axes):
+        role = " (grid columns)" if index == len(axes) - 1 else " (grid rows)" if index == 0 else ""
+        chained = {"sweep": graph.add("MCA_ScheduleSweep", "MCA", 1, f"Sweep {setting}{role}", setting=setting,
+                                      values=values, **chained).out()}
+    return chained
+
+
+def swap(base: Base = SD15, sweep: Sweep | None = None) -> Graph:
+    """The swap graph; with ``sweep``, its schedule grid into the patch and the labelled grid saved."""
+    task = "swap_sweep" if sweep else "swap"
     graph, (ckpt, sam, dino, inverted, subject_mask, pixels, condition), prompts = _edit(
         base, "mca_example_coffee.png", "a photo of a cat on a saucer", "a photo of a cup on a saucer")
     dilation = 5 * base.size // SD15.size  # the paper's 5 (3x3) at 512 px, the same reach at other sizes
@@ -186,16 +222,35 @@ def swap(base: Base = SD15) -> Graph:
                           grounding_dino_model=dino.out(), image=pixels.out(), phrase="the cup", box_threshold=0.3,
                           text_threshold=0.25, dilation=dilation, if_nothing_found="error", detection_size=800)
     patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.model, subject_mask=subject_mask.out(),
-                        preset="swap", edit_mask=edit_mask.out())  # schedule widgets: -1 = the preset
-    _finish(graph, base, ckpt, patched, prompts, inverted, condition, "swap")
+                        preset="swap", edit_mask=edit_mask.out(), **_sweep_input(graph, sweep))
+    # schedule widgets: -1 = the preset; a sweep replaces the settings it sweeps, cell by cell
+    _finish(graph, base, ckpt, patched, prompts, inverted, condition, task, sweep.title("swap") if sweep else "")
     graph.note(models_note(base) + "SWAP: the cup in the condition image becomes the cat of the subject image.\n"
                f"- Images are scaled to {base.size} px, the model's native size.\n"
                f"- Edit mask: SLM finds 'the cup', dilated {dilation} times (3x3; the paper's notebook uses 5 "
                "at 512 px).\n"
                "- MCA Sampler keeps the condition image outside the edit mask (local_blend).\n"
                "- Both inversions use the same steps; the sampler takes its steps from them."
-               + {SD15: "", SDXL: SDXL_NOTE, FLUX: FLUX_NOTE}[base])
+               + {SD15: "", SDXL: SDXL_NOTE, FLUX: FLUX_NOTE}[base] + (sweep_note(sweep) if sweep else ""))
     return graph
+
+
+def sweep_note(sweep: Sweep) -> str:
+    """The note's paragraph on many targets in one run: the sweep, several prompts, seeds, the grid, memory."""
+    (rows, row_values), *_, (columns, column_values) = sweep.axes
+    cells = math.prod(len(values.split(",")) for _, values in sweep.axes)
+    return ("\n\nSWEEPS AND BATCHES: many targets in one sampler batch, sharing the condition and subject rows.\n"
+            f"- Schedule grid: MCA Schedule Sweep nodes, chained, into the patch's sweep input. Each varies one "
+            f"patch setting over comma-separated values; the first gives the grid's rows ({rows}: {row_values}), "
+            f"the last its columns ({columns}: {column_values}): {cells} targets, each the patch's schedule with "
+            "the swept settings replaced.\n"
+            "- Several target prompts: MCA Target Prompts (one prompt per line) into the sampler's target_prompt.\n"
+            "- Several seeds (generation): the condition latent's batch size; target j takes seed + j.\n"
+            "- Counts combine one to one, not multiplied: each is 1 or the same N.\n"
+            "- MCA Grid draws the decoded targets labelled with the sampler's labels (one per target); columns 0 = "
+            "the last swept setting's value count.\n"
+            "- Memory: targets_per_pass on the sampler, 0 = as many as ComfyUI's free-memory estimate fits; a "
+            "lower number splits the targets into passes (each holds the shared rows again).")
 
 
 SDXL_NOTE = ("\n\nSDXL FAMILY: the same MCA nodes serve SDXL base and its distilled variants (SSD-1B, Segmind "
@@ -242,7 +297,8 @@ def with_model_sources(graph: Graph) -> Graph:
 
 
 TASKS = {"mca_generation": generation, "mca_swap": swap, "mca_add": add, "mca_swap_sdxl": partial(swap, SDXL),
-         "mca_swap_flux": partial(swap, FLUX), "mca_generation_flux": partial(generation, FLUX)}
+         "mca_swap_flux": partial(swap, FLUX), "mca_generation_flux": partial(generation, FLUX),
+         "mca_swap_sweep": partial(swap, sweep=SWAP_SWEEP)}
 
 
 def render(object_info: dict) -> dict[Path, str]:

@@ -72,8 +72,9 @@ class Graph:
         """Every group in reading order: the first row left to right, then the next."""
         return tuple(group for row in self.rows for group in row)
 
-    def add(self, class_type: str, group: str, column: int, title: str | None = None, **inputs) -> Node:
-        """A node in ``column`` (0, 1, ...) of ``group``, below the nodes added there before."""
+    def add(self, class_type: str, group: str, column: int, title: str | None = None, /, **inputs) -> Node:
+        """A node in ``column`` (0, 1, ...) of ``group``, below the nodes added there before; ``title`` (its UI and
+        ``_meta`` title) is positional only, so that a node input named ``title`` (MCA Grid's) is an input."""
         if group not in self.groups:
             raise ValueError(f"unknown group '{group}'; groups: {', '.join(self.groups)}")
         node = Node(len(self.nodes) + 1, class_type, inputs, group, column, title)
@@ -85,8 +86,10 @@ class Graph:
 
 
 def is_widget(spec: list) -> bool:
-    kind = spec[0]
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+    """Whether the frontend draws the input as a widget: a widget type, unless ``forceInput`` makes it a socket
+    only (as MCA Grid's labels: no widget, no entry in widgets_values)."""
+    kind, options = spec[0], spec[1] if len(spec) > 1 else {}
+    return (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput")
 
 
 def input_specs(info: dict) -> list[tuple[str, list]]:

@@ -14,13 +14,16 @@ import comfy_host
 import comfy_server
 import random_models
 from slm_models import write_models
+from workflow_graphs import SIZE, SWEEP_TILE, SWEEP_TITLE, shipped_overrides, sweep_grid_size
 
 pytestmark = pytest.mark.full
 
 WORKFLOWS = comfy_host.REPO / "example_workflows"
-TASKS = ["mca_generation", "mca_swap", "mca_add", "mca_swap_sdxl", "mca_swap_flux", "mca_generation_flux"]
+TASKS = ["mca_generation", "mca_swap", "mca_add", "mca_swap_sdxl", "mca_swap_flux", "mca_generation_flux",
+         "mca_swap_sweep"]
 SDXL_TASKS = {"mca_swap_sdxl"}
 FLUX_TASKS = {"mca_swap_flux", "mca_generation_flux"}
+SWEEP_TASKS = {"mca_swap_sweep"}  # a 2 x 2 schedule grid: 4 targets, saved as one labelled grid
 # Run headless here: the Flux graphs need a real-architecture T5-XXL, which this machine cannot run (see
 # tests/test_flux_file.py for the Flux model side of the user's path).
 RUNNABLE_TASKS = [task for task in TASKS if task not in FLUX_TASKS]
@@ -30,7 +33,7 @@ EXPECTED_GROUP = {"CheckpointLoaderSimple": "Models", "UNETLoader": "Models", "D
                   "VAELoader": "Models", "MCA_SAMLoader": "Models", "MCA_GroundingDINOLoader": "Models",
                   "LoadImage": "Masks", "MCA_SLMMask": "Masks", "GrowMask": "Masks", "VAEEncode": "Inversion",
                   "MCA_DDIMInvert": "Inversion", "MCA_AttentionPatch": "MCA", "MCA_Sampler": "MCA",
-                  "VAEDecode": "Output", "SaveImage": "Output"}
+                  "MCA_ScheduleSweep": "MCA", "VAEDecode": "Output", "MCA_Grid": "Output", "SaveImage": "Output"}
 TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
 # The loaders of the shipped graphs: the ComfyUI model folder each reads and its file-name widgets.
 LOADERS = {"CheckpointLoaderSimple": ("checkpoints", ["ckpt_name"]), "UNETLoader": ("diffusion_models", ["unet_name"]),
@@ -162,6 +165,38 @@ def test_workflows_use_the_model_names_users_have(task):
     assert all(node["inputs"]["width"] == size for node in api.values() if node["class_type"] == "ImageScale")
 
 
+def test_sweep_workflow_is_the_swap_graph_with_a_schedule_grid():
+    """mca_swap_sweep: mca_swap's nodes and values, plus two chained MCA Schedule Sweep nodes into the patch's
+    sweep input (the first one's setting gives the grid's rows) and MCA Grid between the decode and the save,
+    labelled by the sampler's labels output."""
+    swap = json.loads((WORKFLOWS / "api" / "mca_swap.json").read_text())
+    sweep = json.loads((WORKFLOWS / "api" / "mca_swap_sweep.json").read_text())
+    of = {kind: [id_ for id_, node in sweep.items() if node["class_type"] == kind] for kind in
+          ("MCA_ScheduleSweep", "MCA_AttentionPatch", "MCA_Sampler", "VAEDecode", "MCA_Grid", "SaveImage")}
+    (rows, columns), [patch], [sampler], [decode], [grid], [save] = of.values()
+    assert sweep[rows]["inputs"] == {"setting": "sagi_end", "values": "0.1, 0.2"}
+    assert sweep[columns]["inputs"] == {"setting": "salq_end", "values": "0.8, 1.0", "sweep": [rows, 0]}
+    assert sweep[patch]["inputs"]["sweep"] == [columns, 0]
+    assert all(value == -1 for name, value in sweep[patch]["inputs"].items() if name.startswith(("sagi", "salq")))
+    assert sweep[decode]["inputs"]["samples"] == [sampler, 0]
+    assert sweep[grid]["inputs"] == {"images": [decode, 0], "labels": [sampler, 3], "columns": 0,
+                                     "tile_size": SWEEP_TILE, "title": SWEEP_TITLE}
+    assert sweep[save]["inputs"] == {"images": [grid, 0], "filename_prefix": "mca_swap_sweep"}
+
+    def kept(prompt: dict) -> list:
+        """The nodes both graphs hold, in order: type, title, inputs (a link as its source's place in the list)."""
+        ids = [id_ for id_, node in prompt.items()
+               if node["class_type"] not in ("MCA_ScheduleSweep", "MCA_Grid", "SaveImage")]
+        place = {id_: index for index, id_ in enumerate(ids)}
+
+        def value(given):
+            return ("link", place[given[0]], given[1]) if isinstance(given, list) else given
+        return [(prompt[id_]["class_type"], prompt[id_].get("_meta"),
+                 {name: value(given) for name, given in prompt[id_]["inputs"].items() if name != "sweep"})
+                for id_ in ids]
+    assert kept(sweep) == kept(swap)
+
+
 def groups_holding(box: list[float], groups: list[dict]) -> list[str]:
     """Titles of the groups whose box holds all of ``box`` ([x, y, w, h], as LiteGraph's bounding)."""
     x, y, w, h = box
@@ -281,11 +316,9 @@ def test_api_workflow_runs_through_run_workflow(server, task, capsys, tmp_path):
     sdxl = task in SDXL_TASKS
     steps = 2 if sdxl else 5  # Vega's UNet and CLIP-G are the slow ones on a CPU; test_sdxl_pipeline runs 3
     checkpoint = random_models.RANDOM_VEGA_CHECKPOINT if sdxl else random_models.RANDOM_CHECKPOINT
-    overrides = ["CheckpointLoaderSimple.ckpt_name=" + checkpoint,
-                 "MCA_SAMLoader.model_name=tiny_sam.pth", "MCA_GroundingDINOLoader.model_name=tiny_dino.pth",
-                 "ImageScale.width=64", "ImageScale.height=64", "MCA_SLMMask.detection_size=64"]
+    overrides = [f"{target}={value}" for target, value in shipped_overrides(checkpoint).items()]
     if task == "mca_generation":
-        overrides += ["EmptyLatentImage.width=64", "EmptyLatentImage.height=64"]
+        overrides += [f"EmptyLatentImage.width={SIZE}", f"EmptyLatentImage.height={SIZE}"]
     args = [str(WORKFLOWS / "api" / f"{task}.json"), "--url", server.url, "--steps", str(steps), "--seed", "3",
             "--out", str(tmp_path)]
     for item in overrides:
@@ -296,7 +329,8 @@ def test_api_workflow_runs_through_run_workflow(server, task, capsys, tmp_path):
     assert f"step {steps}/{steps}" in printed.out, "progress was not shown"
     paths = [Path(line.split(": ", 1)[1]) for line in printed.out.splitlines() if line.startswith("output image: ")]
     assert len(paths) == 1 and paths[0].parent == tmp_path
-    assert Image.open(paths[0]).size == (64, 64)
+    # a sweep saves one picture: its targets in a labelled grid, 2 x 2 (tests/test_pipelines_e2e.py checks more)
+    assert Image.open(paths[0]).size == (sweep_grid_size(2) if task in SWEEP_TASKS else (SIZE, SIZE))
     assert (server.output_dir / paths[0].name).read_bytes() == paths[0].read_bytes()
 
 

@@ -81,18 +81,37 @@ def load(page, task: str) -> tuple[dict, list[dict], dict]:
         types: window.app.graph._nodes.map(n => n.type),
         widgets: Object.fromEntries(window.app.graph._nodes.filter(n => n.type.startsWith('MCA_'))
             .map(n => [n.type, (n.widgets || []).map(w => w.name)])),
+        // every node's widget values by widget name, as the frontend read them from widgets_values
+        values: window.app.graph._nodes.map(n => [n.id,
+            Object.fromEntries((n.widgets || []).map(w => [w.name, w.value]))]),
         // the groups as the frontend holds them, every node's box as the frontend sized it (title bar included)
         groups: window.app.graph._groups.map(g => ({title: g.title, box: Array.from(g._bounding)})),
         nodes: window.app.graph._nodes.map(n => ({type: n.type, box: Array.from(n.boundingRect)}))})""")
     return workflow, dialogs, graph
 
 
+@pytest.fixture(scope="module")
+def object_info(server):  # noqa: F811
+    return server.get("/object_info")
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_ui_workflow_loads_without_missing_nodes(page, task):
+def test_ui_workflow_loads_without_missing_nodes(page, object_info, task):
     workflow, dialogs, graph = load(page, task)
     assert len(graph["types"]) == len(workflow["nodes"])
     assert sorted(graph["types"]) == sorted(node["type"] for node in workflow["nodes"])
     assert "seed" in graph["widgets"]["MCA_Sampler"] and "preset" in graph["widgets"]["MCA_AttentionPatch"]
+    # the frontend's widgets are the API file's widget inputs, with its values: the positional widgets_values mean
+    # what the builder wrote (an input with forceInput, as MCA Grid's labels, is a socket with no widget value)
+    api = json.loads((WORKFLOWS / "api" / f"{task}.json").read_text())
+    for node_id, values in graph["values"]:
+        if str(node_id) not in api:  # the Note
+            continue
+        node = api[str(node_id)]
+        declared = {name for section in object_info[node["class_type"]]["input"].values() for name in section}
+        shown = {name: value for name, value in values.items() if name in declared}  # not upload, preview...
+        assert shown == {name: value for name, value in node["inputs"].items() if not isinstance(value, list)}, \
+            f"{node['class_type']} {node_id}: the frontend shows {shown}"
     # the only dialog: the model files the loaders name (properties.models), none of which the test server has
     assert [dialog["label"] for dialog in dialogs] == ([MISSING_MODELS_DIALOG] if OPENS_MISSING_MODELS_DIALOG else []), \
         dialogs

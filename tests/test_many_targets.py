@@ -1,10 +1,12 @@
 """Many targets in one pass (issue 17): N target rows against shared condition and subject rows.
 
-Equality with the run of each cell alone is checked on float64 models: ComfyUI casts every model output
+Equality with the run of each cell alone is checked on float64 UNets: ComfyUI casts every model output
 to float32, and float64 kernels' batch-size rounding (~1e-15) stays below that cast, so a target of a
 batched run equals its cell run alone to float32 precision (tolerance 1e-6 of the latent's scale). In
 float32 the CPU kernels round differently per batch size (~1e-5 relative per step), which cfg on random
-weights amplifies over the steps; that says nothing about the batching, so these tests avoid it.
+UNet weights amplifies over the steps; that says nothing about the batching, so these tests avoid it.
+Flux runs in float32 (newer ComfyUI's RoPE kernel takes no float64), where the rounding stays at ~1e-6
+(tolerance 1e-5, see FAMILIES).
 """
 from __future__ import annotations
 
@@ -41,14 +43,16 @@ class Family:
     model: Callable
     prompt: Callable  # seed -> CONDITIONING
     channels: int
+    tolerance: float = TOLERANCE  # of the latent's scale
 
 
 FAMILIES = {
     "sd15": Family("sd15", lambda: random_models.tiny_sd15_model(dtype=torch.float64), random_models.tiny_prompt, 4),
     "sdxl": Family("sdxl", lambda: random_models.tiny_family_model("SDXL", dtype=torch.float64),
                    random_models.tiny_sdxl_prompt, 4),
-    "flux": Family("flux", lambda: random_models.tiny_flux_model(dtype=torch.float64), random_models.tiny_flux_prompt,
-                   16),
+    # float32: newer ComfyUI's RoPE kernel (comfy_kitchen) takes no float64. Measured on 0.3.75: batched vs alone
+    # at most 1.3e-6 of the latent's scale (0 when cond and uncond run split), so 1e-5 bounds the rounding.
+    "flux": Family("flux", lambda: random_models.tiny_flux_model(), random_models.tiny_flux_prompt, 16, 1e-5),
 }
 
 
@@ -118,13 +122,14 @@ def test_each_target_equals_its_cell_run_alone(pack, monkeypatch, family_name, t
                                    {"samples": condition["samples"][:1]} if generation else condition,
                                    11 + j if generation else 11, cfg)
         scale = float(alone.rows.abs().max())
-        torch.testing.assert_close(batch.targets[j], alone.targets[0], atol=TOLERANCE * scale, rtol=0,
+        torch.testing.assert_close(batch.targets[j], alone.targets[0], atol=family.tolerance * scale, rtol=0,
                                    msg=lambda m, j=j: f"target {j} differs from its cell run alone: {m}")
         if generation:
-            torch.testing.assert_close(batch.rows[j], alone.rows[0], atol=TOLERANCE * scale, rtol=0)
-            assert torch.equal(batch.edit[j], alone.edit[0]), "each target derives its own edit region"
+            torch.testing.assert_close(batch.rows[j], alone.rows[0], atol=family.tolerance * scale, rtol=0)
+            torch.testing.assert_close(batch.edit[j], alone.edit[0], atol=10 * family.tolerance, rtol=0,
+                                       msg="each target derives its own edit region")
     differences = [float((batch.targets[i] - batch.targets[j]).abs().max()) for i, j in ((0, 1), (1, 2), (0, 2))]
-    assert min(differences) > 1e3 * TOLERANCE, f"the cells should differ: {differences}"
+    assert min(differences) > 100 * family.tolerance * float(batch.rows.abs().max()), f"cells too alike: {differences}"
 
 
 def expected_ops(schedules: list[MCASchedule], site_of) -> Callable:

@@ -3,11 +3,15 @@
 The random VAE barely depends on its input, so what MCA must do is asserted on latents: outside the edit
 mask the target is the condition's clean latent, inside it the target differs from the same graph with a
 patch that never fires, rows 0 and 1 end at their own clean inputs, and generation's edit region follows
-the subject word.
+the subject word. The shipped sweep workflow (example_workflows/api/mca_swap_sweep.json) makes its 4 targets in
+one batch, each equal to the shipped swap workflow run alone with that cell's schedule.
 """
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from itertools import combinations
 
 import pytest
 import torch
@@ -16,10 +20,12 @@ from PIL import Image
 
 import comfy_host
 import random_models
-from workflow_graphs import SIZE, mca_task
+from slm_models import write_models
+from workflow_graphs import SIZE, SWEEP_CELLS, SWEEP_LABELS, mca_task, shipped_overrides, sweep_grid_size
 
 pytestmark = pytest.mark.full
 LATENT = SIZE // 8
+WORKFLOWS = comfy_host.REPO / "example_workflows"
 SILENT = {"sagi_start": 0.0, "sagi_end": 0.0, "salq_start": 0.0, "salq_end": 0.0}
 
 
@@ -173,3 +179,91 @@ def test_bad_inputs_are_refused_clearly_and_the_next_run_succeeds(executor):
         error = comfy_host.execution_error(ran) or ""
         assert message in error, f"{task} / {change}: expected '{message}', got '{error}'"
     run(executor, mca_task("swap", random_models.RANDOM_CHECKPOINT, seed=5))
+
+
+# --- the shipped sweep workflow: one batch of 4 targets, each the single run of its cell -------------------------
+
+@pytest.fixture(scope="module")
+def shipped(executor, tmp_path_factory):
+    """Loads a shipped API workflow for the executor: the random checkpoint, tiny SAM and Grounding DINO, the example
+    images (in an input folder of their own, ComfyUI's restored afterwards), SIZE px and ``steps`` steps."""
+    import folder_paths
+    import run_workflow
+
+    for name, path in write_models(tmp_path_factory.mktemp("e2e_slm")).items():
+        folder_paths.add_model_folder_path(name, str(path))
+    inputs = tmp_path_factory.mktemp("e2e_input")
+    for image in (WORKFLOWS / "input").glob("*.png"):
+        shutil.copy(image, inputs / image.name)
+    previous = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(inputs))
+
+    def load(name: str, steps: int) -> dict:
+        prompt = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+        for target, value in shipped_overrides(random_models.RANDOM_CHECKPOINT).items():
+            title, _, input_name = target.rpartition(".")
+            run_workflow.set_input(prompt, title, input_name, value)
+        for node in prompt.values():
+            if node["class_type"] == "MCA_DDIMInvert":
+                node["inputs"]["steps"] = steps
+        return prompt
+
+    yield load
+    folder_paths.set_input_directory(previous)
+
+
+def node_of(prompt: dict, class_type: str) -> str:
+    """The id of the one node of ``class_type``."""
+    [found] = [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]
+    return found
+
+
+# 5 steps: the fewest at which the 4 cells all differ (SAGI in steps [0, floor(sagi_end * 5)): none at 0.1, step 0
+# at 0.2; SALQ up to step 3 at salq_end 0.8, up to 4 at 1.0), at the shipped cfg 7.5.
+SWEEP_STEPS = 5
+# Batched vs single: the same computation in a batch of 6 rows instead of 3, so only float32 rounding differs
+# (CPU kernels split a batch differently), amplified by 5 steps of random weights. Measured on this CPU: at most
+# 5.9e-4 (targets up to 74 in magnitude); the closest two cells (salq_end 0.8 vs 1.0: SALQ in the last step or
+# not) differ by 0.086, the others by 13.7. The bound is 8x the measured error and the cells must stay 4 bounds
+# apart, so a target within it of one single run is that run's and no other cell's.
+BATCH_TOLERANCE = 5e-3
+CELL_GAP = 4 * BATCH_TOLERANCE
+
+
+def test_shipped_sweep_is_its_cells_in_one_batch(executor, shipped):
+    """mca_swap_sweep.json: 4 targets labelled with the 4 cells in order, all different, in a 2 x 2 grid; the two
+    anti-diagonal cells (0, 1 and 1, 0: a transposed or shifted order would swap them) are the target of
+    mca_swap.json run alone with that cell's values on the patch's widgets (the per-cell equality of every
+    target is test_many_targets' job, on float64 models)."""
+    import folder_paths
+
+    started = time.perf_counter()
+    sweep = shipped("mca_swap_sweep", SWEEP_STEPS)
+    ran = run(executor, sweep)
+    sampler = node_of(sweep, "MCA_Sampler")
+    targets, rows = output(ran, sampler, 0)["samples"], output(ran, sampler, 1)["samples"]
+    assert targets.shape == (4, 4, LATENT, LATENT) and torch.isfinite(targets).all()
+    assert rows.shape == (6, 4, LATENT, LATENT) and torch.equal(rows[2:], targets)  # condition, subject, targets
+    assert output(ran, sampler, 3).split("\n") == SWEEP_LABELS
+    assert output(ran, sampler, 2).shape == (4, SIZE, SIZE)  # one edit mask per target
+    width, height = sweep_grid_size(2)
+    assert 2 * 256 < width < 3 * 256 and 2 * 256 < height < 3 * 256  # 2 tiles of 256 px across, 2 down
+    assert output(ran, node_of(sweep, "MCA_Grid")).shape == (1, height, width, 3)
+    [saved] = ran.history_result["outputs"][node_of(sweep, "SaveImage")]["images"]
+    assert Image.open(f"{folder_paths.get_output_directory()}/{saved['subfolder']}/{saved['filename']}").size == (
+        width, height)
+    batched = time.perf_counter() - started
+    # the schedules differ, so do the targets: every pair of cells, by at least CELL_GAP
+    gaps = {(a, b): float((targets[a] - targets[b]).abs().max()) for a, b in combinations(range(4), 2)}
+    singles = []
+    for index, cell in ((1, SWEEP_CELLS[1]), (2, SWEEP_CELLS[2])):
+        alone = shipped("mca_swap", SWEEP_STEPS)
+        alone[node_of(alone, "MCA_AttentionPatch")]["inputs"].update(cell)
+        single = output(run(executor, alone), node_of(alone, "MCA_Sampler"))["samples"]
+        assert single.shape == (1, 4, LATENT, LATENT)
+        singles.append(float((targets[index] - single[0]).abs().max()))
+    print(f"sweep: batched run {batched:.1f} s, 2 single runs {time.perf_counter() - started - batched:.1f} s; "
+          f"max |batched - single| per cell {['%.2e' % d for d in singles]}, max |cell a - cell b| "
+          f"{ {pair: round(gap, 4) for pair, gap in gaps.items()} }, |target| max {float(targets.abs().max()):.2f}")
+    assert min(gaps.values()) > CELL_GAP, gaps
+    assert max(singles) < BATCH_TOLERANCE, singles

@@ -3,6 +3,33 @@ from __future__ import annotations
 
 SIZE = 64
 TARGET_TEXT = "a photo of a fox on a sofa"
+# example_workflows/mca_swap_sweep.json's 2 x 2 schedule grid, in the sampler's order (the first sweep node's
+# setting, sagi_end, changes slowest: the grid's rows), its labels (MCA Sampler's labels output) and grid title.
+SWEEP_CELLS = [{"sagi_end": 0.1, "salq_end": 0.8}, {"sagi_end": 0.1, "salq_end": 1.0},
+               {"sagi_end": 0.2, "salq_end": 0.8}, {"sagi_end": 0.2, "salq_end": 1.0}]
+SWEEP_LABELS = ["sagi_end=0.1, salq_end=0.8", "sagi_end=0.1, salq_end=1", "sagi_end=0.2, salq_end=0.8",
+                "sagi_end=0.2, salq_end=1"]
+SWEEP_TITLE = "MCA-Ctrl swap: sagi_end x salq_end"
+SWEEP_TILE = 256  # MCA Grid's tile_size in the shipped sweep
+
+
+def shipped_overrides(checkpoint: str) -> dict[str, object]:
+    """What a test changes in a shipped API workflow (``Title-or-class.input``: value, as run_workflow's --set):
+    the random checkpoint, the tiny SAM and Grounding DINO (testbed/slm_models.py), SIZE px images."""
+    return {"CheckpointLoaderSimple.ckpt_name": checkpoint, "MCA_SAMLoader.model_name": "tiny_sam.pth",
+            "MCA_GroundingDINOLoader.model_name": "tiny_dino.pth", "ImageScale.width": SIZE,
+            "ImageScale.height": SIZE, "MCA_SLMMask.detection_size": SIZE}
+
+
+def sweep_grid_size(columns: int) -> tuple[int, int]:
+    """(width, height) of MCA Grid's picture of the shipped sweep's 4 targets in ``columns`` columns: the grid
+    drawn by the same helper (drawing/tiles.py) from blank tiles with the sweep's labels and title."""
+    from PIL import Image
+
+    from mca_ctrl.drawing.tiles import labelled_grid
+
+    blank = Image.new("RGB", (SIZE, SIZE))
+    return labelled_grid([blank] * len(SWEEP_LABELS), SWEEP_LABELS, columns, SWEEP_TILE, SWEEP_TITLE).size
 
 
 def _mask(graph: dict, name: str, x: int, y: int, side: int) -> list:
