@@ -7,6 +7,12 @@ sampling ratios are measured). Flux.1 dev's architecture (double then single blo
 (768 wide, 2 + 4 blocks), at full size (3072 wide, 19 + 38 blocks, bf16) on a GPU; batch-3 ratios only. Each figure is the median of --repeats runs after one warm-up; plain
 and MCA sampling take their runs in turn, so that a shared machine's changing load falls on both alike. Peak memory: RSS above the phase's start on CPU (sampled every
 5 ms), torch.cuda.max_memory_allocated on a GPU. Prints a table and writes JSON.
+
+Schedule cells (``--cells N``, 4 unless 0): N cells of one swap item (N schedules of different SAGI end / SALQ start)
+sampled in one pass (one patch holding the N schedules: 2 + N rows a chunk) against N separate runs (a single-schedule
+patch each: 3 rows a chunk), at ``--cells-size`` px, taken in turn; the per-cell time ratio is the one pass's time over
+the N runs' total, and the one pass's targets are compared with the separate runs' (max abs difference).
+``--cells-only`` measures that row alone.
 """
 from __future__ import annotations
 
@@ -84,7 +90,7 @@ def _timed(fn, device: torch.device) -> tuple[float, int, int]:
 
 def _summary(runs: list[tuple[float, int, int]]) -> dict:
     return {"seconds": statistics.median(run[0] for run in runs), "peak_bytes": max(run[1] for run in runs),
-            "peak_total_bytes": max(run[2] for run in runs)}
+            "peak_total_bytes": max(run[2] for run in runs), "runs_seconds": [round(run[0], 3) for run in runs]}
 
 
 def measure(fn, repeats: int, device: torch.device) -> dict:
@@ -247,6 +253,65 @@ def bench_sampling(family: Family, model, mods, device, size: int, steps: int, r
     return results
 
 
+# One pass vs separate runs: the same arithmetic on other batch sizes, so float32 rounding differs (and cfg on
+# random weights amplifies it); reported against this tolerance, relative to the largest target value, not failed.
+CELLS_TOLERANCE = 1e-3
+
+
+def cell_schedules(base, cells: int) -> list:
+    """``cells`` schedules of the swap preset as the family runs it, SAGI ending (and SALQ starting) at
+    1/(cells+1), 2/(cells+1), ... of the steps: each cell a different SAGI/SALQ split."""
+    from dataclasses import replace
+
+    fractions = [round((i + 1) / (cells + 1), 4) for i in range(cells)]
+    return [replace(base, sagi_start=0.0, sagi_end=f, salq_start=f, salq_end=1.0) for f in fractions]
+
+
+def bench_cells(family: Family, model, mods, device, size: int, steps: int, repeats: int, cells: int) -> dict:
+    """N schedule cells of one swap item: one pass (N targets against the shared condition and subject rows)
+    vs N separate single-schedule runs, interleaved; and the largest difference between their targets."""
+    latent_size = size // 8
+    common, invert, sampler = mods["nodes.common"], mods["nodes.ddim_invert"], mods["nodes.sampler"]
+    comfy_patch = mods["mca_attention.comfy_patch"]
+    swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
+    adapter = mods["mca_attention.adapters"].model_adapter(model)
+    schedules = cell_schedules(adapter.preset_schedule(swap), cells)
+    labels = [f"sagi_end=salq_start={s.sagi_end:g}" for s in schedules]
+    subject_mask, edit_mask = square(size, 0.25, 0.75), square(size, 0.125, 0.625)
+    one_patch = comfy_patch.patch_model(model, swap, schedules, subject_mask, edit_mask, labels=labels)
+    separate_patches = [comfy_patch.patch_model(model, swap, s, subject_mask, edit_mask, labels=[label])
+                        for s, label in zip(schedules, labels)]
+    sigmas = common.schedule_sigmas(model, steps, None)
+    empty = prompt(family, 0)
+    images = [torch.randn(1, family.latent_channels, latent_size, latent_size,
+                          generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    subject, condition = (invert.invert_latent(model, image, empty, empty, 1.0, sigmas) for image in images)
+    rows = [prompt(family, s) for s in (3, 4, 5)]
+    negative = prompt(family, 6)
+    outputs: dict = {}
+
+    def sample(patch, per_pass: int):
+        return sampler.mca_sample(patch, *rows, negative, subject, condition, 0, family.cfg,
+                                  blend_mask=square(size, 0.125, 0.625), targets_per_pass=per_pass)
+
+    def one_pass():
+        outputs["one_pass"] = sample(one_patch, cells).targets
+
+    def separate():
+        outputs["separate"] = torch.cat([sample(patch, 1).targets for patch in separate_patches])
+
+    results = measure_interleaved({"one_pass": one_pass, "separate": separate}, repeats, device)
+    a, b = outputs["one_pass"].float().cpu(), outputs["separate"].float().cpu()
+    difference = (a - b).abs()
+    pairs = zip(results["one_pass"]["runs_seconds"], results["separate"]["runs_seconds"])
+    results.update(cells=cells, size=size, labels=labels, shape=list(a.shape),
+                   round_ratios=[round(one / apart, 3) for one, apart in pairs],
+                   max_abs_difference=float(difference.max()), max_abs_target=float(b.abs().max()),
+                   max_abs_difference_per_cell=[float(d.max()) for d in difference], tolerance=CELLS_TOLERANCE,
+                   within_tolerance=bool(difference.max() <= CELLS_TOLERANCE * b.abs().max()))
+    return results
+
+
 def bench_unet_forward(family: Family, model, mods, device, dtype, size: int, repeats: int) -> dict:
     """One UNet forward of batch 6 (3 rows x cond/uncond): plain, SALQ-step (from the family's preset site)
     and SAGI-step."""
@@ -326,6 +391,12 @@ def bench_family(family: Family, mods: dict, device: torch.device, dtype: torch.
     model = build(family, device, dtype)
     sizes = args.sizes or (family.gpu_sizes if device.type == "cuda" else family.cpu_sizes)
     report = {"title": family.title, "sizes": {}}
+    if args.cells:
+        report["cells"] = bench_cells(family, model, mods, device, args.cells_size, args.steps, args.repeats,
+                                      args.cells)
+        print(f"-- {family.title}: {args.cells} schedule cells at {args.cells_size} px done", flush=True)
+    if args.cells_only:
+        return report
     for size in sizes:
         figures = bench_sampling(family, model, mods, device, size, args.steps, args.repeats)
         if not family.ratios_only:
@@ -341,9 +412,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes in px (every family)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "bench_mca.json")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="default benchmarks/results/bench_mca.json (bench_cells.json with --cells-only)")
+    parser.add_argument("--cells", type=int, default=4,
+                        help="schedule cells of one swap item, one pass vs separate runs (0: not measured)")
+    parser.add_argument("--cells-size", type=int, default=64, help="image size in px of the schedule-cell row")
+    parser.add_argument("--cells-only", action="store_true", help="measure the schedule-cell row alone")
     parser.add_argument("--site", choices=["ours", "dense"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.json = args.json or REPO / "benchmarks" / "results" / (
+        "bench_cells.json" if args.cells_only else "bench_mca.json")
     if args.site:
         print(json.dumps(bench_site(args.site, args.repeats)))
         return
@@ -357,7 +435,8 @@ def main() -> None:
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=REPO).stdout.strip(),
               "families": {name: bench_family(FAMILIES[name], mods, device, dtype, args) for name in args.families}}
-    report["site_64x64"] = {variant: site_in_subprocess(variant, args.repeats) for variant in ("ours", "dense")}
+    if not args.cells_only:
+        report["site_64x64"] = {variant: site_in_subprocess(variant, args.repeats) for variant in ("ours", "dense")}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print_table(report)
@@ -381,10 +460,34 @@ def _other_columns(f: dict) -> str:
             f"{fwd['plain']['seconds']:>9.3f} {fwd['salq_step']['seconds']:>9.3f} {fwd['sagi_step']['seconds']:>9.3f}")
 
 
+def print_cells(report: dict) -> None:
+    """The schedule-cell row of each family: one pass vs N separate runs."""
+    rows = [(family["title"], family["cells"]) for family in report["families"].values() if "cells" in family]
+    if not rows:
+        return
+    mib = 1024 ** 2
+    print("schedule cells of one swap item: one pass vs separate runs; per-cell ratio = one pass / separate total; "
+          "peak: process RSS (CPU) / CUDA allocated (GPU) MiB, absolute (above the phase's start)")
+    print(f"{'family':<28} {'px':>4} {'N':>2} {'one pass s':>10} {'separate s':>10} {'ratio':>6} {'rounds':>11} "
+          f"{'peak one pass':>15} {'peak separate':>15} {'max |diff|':>10} {'max |x|':>8} within")
+    for title, c in rows:
+        one, sep = c["one_pass"], c["separate"]
+        print(f"{title[:28]:<28} {c['size']:>4} {c['cells']:>2} {one['seconds']:>10.2f} {sep['seconds']:>10.2f} "
+              f"{one['seconds'] / sep['seconds']:>6.3f} "
+              f"{min(c['round_ratios']):>5.3f}-{max(c['round_ratios']):<5.3f} "
+              f"{one['peak_total_bytes'] / mib:>7.0f} ({one['peak_bytes'] / mib:>4.0f}) "
+              f"{sep['peak_total_bytes'] / mib:>7.0f} ({sep['peak_bytes'] / mib:>4.0f}) "
+              f"{c['max_abs_difference']:>10.2e} {c['max_abs_target']:>8.2f} "
+              f"{'yes' if c['within_tolerance'] else 'NO'} ({c['tolerance']:g} x max |x|)")
+
+
 def print_table(report: dict) -> None:
     mib = 1024 ** 2
     print(f"\nmachine: {report['machine']}  torch {report['torch']}  {report['dtype']}  "
           f"steps {report['steps']}  median of {report['repeats']}  commit {report['commit']}")
+    print_cells(report)
+    if "site_64x64" not in report:
+        return
     print("mem ratio: peak process RSS (CPU) / CUDA bytes allocated (GPU), MCA over plain; "
           "delta MiB: peak above the phase's start")
     print(f"{'size':>5} {'plain b3 s':>10} {'MCA s':>8} {'ratio':>6} {'mem ratio':>9} {'delta MiB':>11} "
