@@ -434,10 +434,13 @@ def main() -> None:
               "torch": torch.__version__, "dtype": str(dtype), "steps": args.steps, "repeats": args.repeats,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=REPO).stdout.strip(),
-              "families": {name: bench_family(FAMILIES[name], mods, device, dtype, args) for name in args.families}}
+              "families": {}}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.families:  # the JSON after each family, so that a run cut short keeps what it measured
+        report["families"][name] = bench_family(FAMILIES[name], mods, device, dtype, args)
+        args.json.write_text(json.dumps(report, indent=2))
     if not args.cells_only:
         report["site_64x64"] = {variant: site_in_subprocess(variant, args.repeats) for variant in ("ours", "dense")}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print_table(report)
 
