@@ -5,7 +5,8 @@ from .masks import MASK_THRESHOLD, resize_mask, site_mask
 from .run import MCARun, RunStep
 from .schedule import MCASchedule, Op
 from .tasks import PRESETS, Task, TaskPreset
-from .unet_sites import AttentionSite, find_attention_sites, site_from_fraction, preset_salq_site
+from .resolve import site_from_fraction
+from .unet_sites import AttentionSite, find_attention_sites, preset_salq_site
 
 __all__ = [
     "attend", "blend_regions", "plan_regions", "target_attention",

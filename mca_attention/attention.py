@@ -34,14 +34,17 @@ from .masks import MASK_THRESHOLD
 from .schedule import Op
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Plain softmax attention on heads-merged tensors ``[b, n, heads*d]``."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+           allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain softmax attention on heads-merged tensors ``[b, n, heads*d]``; ``allowed`` ``[b, keys]`` (bool)
+    leaves the other keys out of each row's softmax."""
     b, nq, inner = q.shape
     d = inner // heads
     qh = q.view(b, nq, heads, d).transpose(1, 2)
     kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2)
     vh = v.reshape(b, v.shape[1], heads, d).transpose(1, 2)
-    out = scaled_dot_product_attention(qh, kh, vh)
+    mask = None if allowed is None else allowed[:, None, None, :]
+    out = scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
     return out.transpose(1, 2).reshape(b, nq, inner)
 
 
@@ -99,13 +102,17 @@ class KeySource:
     v: torch.Tensor
     text_k: torch.Tensor | None = None  # [chunks, text tokens, inner]; None for a UNet's self-attention
     text_v: torch.Tensor | None = None
+    text_own: torch.Tensor | None = None  # [chunks, text tokens] bool: the row's own (not padding); None: all
 
-    def pick(self, keys: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The allowed image keys/values, after the text keys/values when there are any."""
+    def pick(self, keys: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The allowed image keys/values, after the text keys/values when there are any, and which of them
+        each row may attend (None: all)."""
         k, v = _pick(self.k, keys), _pick(self.v, keys)
         if self.text_k is None:
-            return k, v
-        return torch.cat([self.text_k, k], 1), torch.cat([self.text_v, v], 1)
+            return k, v, None
+        allowed = None if self.text_own is None else torch.cat(
+            [self.text_own, self.text_own.new_ones((k.shape[0], k.shape[1]))], 1)
+        return torch.cat([self.text_k, k], 1), torch.cat([self.text_v, v], 1), allowed
 
 
 def blend_regions(q_fg: torch.Tensor, fg: KeySource, q_bg: torch.Tensor, bg: KeySource, plan: RegionPlan,
@@ -117,8 +124,8 @@ def blend_regions(q_fg: torch.Tensor, fg: KeySource, q_bg: torch.Tensor, bg: Key
     for active, q, source, queries, keys, weight in regions:
         if not active:
             continue
-        k, v = source.pick(keys)
-        part = attend(_pick(q, queries), k, v, heads) * weight.to(q.dtype)
+        k, v, allowed = source.pick(keys)
+        part = attend(_pick(q, queries), k, v, heads, allowed) * weight.to(q.dtype)
         if queries is None:
             out = part if out is None else out + part
         else:
@@ -128,12 +135,15 @@ def blend_regions(q_fg: torch.Tensor, fg: KeySource, q_bg: torch.Tensor, bg: Key
 
 
 def target_attention(op: Op, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: RowLayout,
-                     plan: RegionPlan, heads: int, text_tokens: int = 0) -> torch.Tensor:
+                     plan: RegionPlan, heads: int, text_tokens: int = 0,
+                     text_keys: torch.Tensor | None = None) -> torch.Tensor:
     """The target rows ``[chunks, tokens, heads*d]`` of one attention call under SALQ or SAGI.
 
     ``q``, ``k``, ``v`` hold the whole MCA batch (every chunk's condition, subject and target rows);
     ``rows`` says which rows are which; the first ``text_tokens`` of every row are its text (joint
-    attention), the rest its image tokens. This is the one function every adapter's hook calls.
+    attention), the rest its image tokens. ``text_keys`` ``[batch, text_tokens]`` (bool), when prompts were
+    padded to one length, marks each row's own text tokens: padding takes part in no softmax. This is the
+    one function every adapter's hook calls.
 
     - SALQ (Self-Attention Local Query): the *target's* image queries over the subject's foreground
       keys and the condition's background keys (with the target's own text keys in both).
@@ -146,8 +156,8 @@ def target_attention(op: Op, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     def source(image_row: torch.Tensor, text_row: torch.Tensor) -> KeySource:
         if text_tokens == 0:
             return KeySource(k[image_row], v[image_row])
-        return KeySource(k[image_row, image], v[image_row, image],
-                         k[text_row, :text_tokens], v[text_row, :text_tokens])
+        return KeySource(k[image_row, image], v[image_row, image], k[text_row, :text_tokens],
+                         v[text_row, :text_tokens], None if text_keys is None else text_keys[text_row])
 
     if op is Op.SALQ:
         image_out = blend_regions(q[t, image], source(s, t), q[t, image], source(c, t), plan, heads)
@@ -157,5 +167,7 @@ def target_attention(op: Op, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         raise ValueError(f"target_attention needs Op.SALQ or Op.SAGI, got {op}")
     if text_tokens == 0:
         return image_out
-    text_out = attend(q[t, :text_tokens], k[t], v[t], heads)
+    own = None if text_keys is None else torch.cat(
+        [text_keys[t], text_keys.new_ones((len(t), k.shape[1] - text_tokens))], 1)
+    text_out = attend(q[t, :text_tokens], k[t], v[t], heads, own)
     return torch.cat([text_out, image_out], 1)

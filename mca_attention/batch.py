@@ -78,6 +78,23 @@ def plan_passes(cells: list[TargetCell], per_pass: int, seeded: bool) -> list[Sa
     return passes
 
 
+@dataclass(frozen=True)
+class TargetPlan:
+    """The targets of one sampler call, planned once: the cells, their passes, and the output's row order
+    (``whole``: every target in one pass)."""
+
+    cells: list[TargetCell]
+    passes: list[SamplingPass]
+    whole: SamplingPass
+
+
+def plan_targets(cells: list[TargetCell], per_pass: int, seeded: bool) -> TargetPlan:
+    """The passes of at most ``per_pass`` targets, and the row order of the assembled output."""
+    passes = plan_passes(cells, per_pass, seeded)
+    whole = passes[0] if len(passes) == 1 else plan_passes(cells, len(cells), seeded)[0]
+    return TargetPlan(cells, passes, whole)
+
+
 def pass_rows(targets: int, seeded: bool) -> int:
     """The rows of a pass of ``targets`` targets at most: the subject, the condition row(s), the targets."""
     return 1 + (targets if seeded else 1) + targets

@@ -1,4 +1,5 @@
-"""Patching a ComfyUI MODEL for MCA-Ctrl: pick the architecture's adapter, fix the schedule, install the hook.
+"""Patching a ComfyUI MODEL for MCA-Ctrl: pick the architecture's adapter (once), resolve the schedules, install
+the hook.
 
 The shared per-model settings (``state.MCAState``) travel in the clone's ``transformer_options`` so
 that the MCA Sampler can read the task and masks; the input model is never touched.
@@ -6,72 +7,73 @@ that the MCA Sampler can read the task and masks; the input model is never touch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 
-from .adapters import ModelAdapter, model_adapter, model_source
+from .adapters import model_adapter, model_source
+from .resolve import ScheduleRequest, given_schedules, resolve_schedules
 from .schedule import MCASchedule
 from .state import MCAState, checked_mask
+from .subject_words import SubjectWords
 from .tasks import TaskPreset
 
 STATE_KEY = "mca_ctrl"
 
 
-def resolve_schedule(schedule: MCASchedule, adapter: ModelAdapter) -> MCASchedule:
-    """The schedule with Layer_LQ fixed for this model: the family preset when none was given."""
-    first = adapter.preset_first_site() if schedule.salq_first_site is None else schedule.salq_first_site
-    sites = len(adapter.sites)
-    if first >= sites:
-        raise ValueError(f"salq_first_site {first} is beyond this {adapter.family} model's {sites} self-attention "
-                         f"sites (0..{sites - 1}), so SALQ would run nowhere; use -1 for the preset or a smaller "
-                         f"index.")
-    return replace(schedule, salq_first_site=first)
-
-
-def patch_model(model, preset: TaskPreset, schedule: MCASchedule | Sequence[MCASchedule], subject_mask: torch.Tensor,
-                edit_mask: torch.Tensor | None, subject_tokens: list[int] | None = None,
-                target_text_cond: torch.Tensor | None = None, reposition: bool = False,
+def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedule | Sequence[MCASchedule],
+                subject_mask: torch.Tensor, edit_mask: torch.Tensor | None,
+                subject: SubjectWords | list[int] | None = None, reposition: bool = False,
                 labels: Sequence[str] | None = None):
     """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at every self-attention site.
 
-    ``schedule``: one schedule, or one per schedule cell of a sweep (``labels`` names each cell);
-    ``salq_first_site`` None means the model family's preset site.
+    ``schedule``: what the user set (a :class:`ScheduleRequest`: widgets and sweep, resolved against the
+    family's preset), or concrete schedules (one per cell, ``labels`` naming each; ``salq_first_site`` None
+    is the family's preset site).
 
-    Without ``edit_mask`` (generation) the edit region comes from the target's attention to the text
-    tokens at ``subject_tokens`` of the target prompt (``target_text_cond``, when given, is that prompt
-    encoded, so that the sampler can check it receives the same prompt).
+    Without ``edit_mask`` (generation) the edit region comes from the target's attention to the subject's
+    tokens: ``subject`` gives them as positions in the target prompt, or as :class:`SubjectWords` read with
+    the model's own tokenizer (the encoded target prompt is kept, for the sampler's same-prompt check).
 
     ``reposition`` (RoPE models): SALQ sees the subject's image keys moved onto the edit region.
     """
     adapter = model_adapter(model)
-    if reposition and not adapter.has_positions:
+    if reposition and not adapter.HAS_POSITIONS:
         raise ValueError(f"subject_position 'edit region' moves RoPE positions, which this {adapter.family} model's "
-                         f"attention has none of (only Flux.1 and Chroma have): set subject_position to 'own'.")
-    schedules = tuple(resolve_schedule(one, adapter) for one in
-                      ((schedule,) if isinstance(schedule, MCASchedule) else schedule))
-    labels = tuple(labels) if labels is not None else ("",) * len(schedules)
+                         f"attention has none of: set subject_position to 'own'.")
+    sites = len(adapter.sites)
+    if isinstance(schedule, ScheduleRequest):
+        schedules, labels = resolve_schedules(adapter.preset_schedule(preset), schedule, sites, adapter.family)
+    else:
+        given = (schedule,) if isinstance(schedule, MCASchedule) else tuple(schedule)
+        schedules = given_schedules(given, adapter.preset_first_site(), sites, adapter.family)
+        labels = tuple(labels) if labels is not None else ("",) * len(schedules)
     if not schedules or len(labels) != len(schedules):
         raise ValueError(f"MCA Attention Patch needs at least one schedule and one label per schedule, got "
                          f"{len(schedules)} schedules and {len(labels)} labels")
     if edit_mask is None and preset.needs_edit_mask:
         raise ValueError(f"the {preset.task.value} preset needs an edit_mask: the region of the condition image "
                          f"where the subject goes (SLM Mask of the object to replace, or a drawn region).")
-    if edit_mask is None and not subject_tokens:
-        raise ValueError("MCA Attention Patch needs an edit_mask, or (generation) the subject word's token "
-                         "positions in the target prompt to derive it from cross-attention.")
+    tokens, target_text_cond = None, None
+    if edit_mask is None:
+        if isinstance(subject, SubjectWords):
+            tokens, target_text_cond = subject.tokens(adapter.TEXT.encoder_key), subject.encoded_target()
+        elif subject:
+            tokens = list(subject)
+        else:
+            raise ValueError("MCA Attention Patch needs an edit_mask, or (generation) the subject word's token "
+                             "positions in the target prompt to derive it from cross-attention.")
 
     state = MCAState(
         preset=preset,
         schedules=schedules,
-        labels=labels,
-        num_sites=len(adapter.sites),
+        labels=tuple(labels),
+        num_sites=sites,
         family=adapter.family,
         subject_mask=checked_mask(subject_mask, "subject_mask"),
         edit_mask=None if edit_mask is None else checked_mask(edit_mask, "edit_mask"),
-        subject_tokens=None if edit_mask is not None else list(subject_tokens),
+        subject_tokens=tokens,
         target_text_cond=target_text_cond,
-        repeats_short_prompts=adapter.repeats_short_prompts,
+        repeats_short_prompts=adapter.TEXT.repeats_short_prompts,
         source=model_source(model),
         text_width=adapter.text_width(),
         pooled_width=adapter.pooled_width(),
@@ -91,4 +93,4 @@ def mca_state(model) -> MCAState | None:
     return model.model_options.get("transformer_options", {}).get(STATE_KEY)
 
 
-__all__ = ["STATE_KEY", "MCAState", "mca_state", "patch_model", "resolve_schedule"]
+__all__ = ["STATE_KEY", "MCAState", "mca_state", "patch_model"]

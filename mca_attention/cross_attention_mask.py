@@ -14,13 +14,20 @@ import torch
 TOP_FRACTION = 0.3
 
 
-def token_attention_map(q: torch.Tensor, k: torch.Tensor, heads: int, token_indices: list[int]) -> torch.Tensor:
-    """``[b, tokens_q]``: softmax attention of each query to the given text tokens, mean over heads."""
+def token_attention_map(q: torch.Tensor, k: torch.Tensor, heads: int, token_indices: list[int],
+                        allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """``[b, tokens_q]``: softmax attention of each query to the given text tokens, mean over heads.
+
+    ``allowed`` ``[b, keys]`` (bool): the keys in each row's softmax (its own text, not padding); None: all.
+    """
     b, n, inner = q.shape
     d = inner // heads
     qh = q.reshape(b, n, heads, d).transpose(1, 2).float()
     kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2).float()
-    probs = ((qh @ kh.transpose(-1, -2)) * d ** -0.5).softmax(-1)
+    scores = (qh @ kh.transpose(-1, -2)) * d ** -0.5
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed[:, None, None, :], float("-inf"))
+    probs = scores.softmax(-1)
     return probs[..., token_indices].sum(-1).mean(1)
 
 

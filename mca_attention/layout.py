@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 
 CONDITION, SUBJECT, TARGET = 0, 1, 2  # the rows of the one-target batch
-ROWS_PER_CHUNK = 3
 
 
 @dataclass(frozen=True)

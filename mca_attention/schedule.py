@@ -1,16 +1,15 @@
 """When SAGI and SALQ run: per (denoising step, self-attention site), SAGI taking precedence.
 
-Steps count 0..N-1 from the noisiest. Layers are the self-attention sites in UNet order (SD1.5: down
-0-5, middle 6, up 7-15; see ``unet_sites`` for other families). Step bounds are fractions of the schedule so that a preset survives a change of
-step count; they become step indices by ``floor(fraction * N)`` (the official code's
+Steps count 0..N-1 from the noisiest. Sites are the self-attention sites in call order (SD1.5: down
+0-5, middle 6, up 7-15; see each adapter for its family). Step bounds are fractions of the schedule so that a
+preset survives a change of step count; they become step indices by ``floor(fraction * N)`` (the official code's
 ``int(total_steps * fraction)``), so at 50 steps the official integer settings are reproduced exactly.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
-
 
 
 class Op(str, Enum):
@@ -28,8 +27,8 @@ def fraction_to_step(fraction: float, total_steps: int) -> int:
 class MCASchedule:
     """S_GI, E_GI, S_LQ, E_LQ as fractions of the steps; Layer_LQ as a site index.
 
-    ``salq_first_site`` None stands for the model family's preset site; a schedule is made concrete
-    for a model by ``with_first_layer`` before it runs.
+    ``salq_first_site`` None stands for the model family's preset site; a schedule is made concrete for a
+    model by ``resolve`` before it runs.
     """
 
     sagi_start: float = 0.0
@@ -51,9 +50,6 @@ class MCASchedule:
                                  f"Set {op}_start <= {op}_end (equal values switch {op.upper()} off).")
         if self.salq_first_site is not None and self.salq_first_site < 0:
             raise ValueError(f"salq_first_site must be 0 or more, got {self.salq_first_site}")
-
-    def with_first_layer(self, first_layer: int) -> MCASchedule:
-        return replace(self, salq_first_site=first_layer)
 
     def step_ranges(self, total_steps: int) -> tuple[range, range]:
         """The SAGI and SALQ step ranges for a schedule of ``total_steps`` steps."""

@@ -1,8 +1,8 @@
-"""What one patched model knows while it samples: its settings, and the per-run scratch every hook reads.
+"""What one patched model knows while it samples: its settings, and the per-run answers every hook reads.
 
-Shared by every adapter (UNet, MMDiT): the settings travel in ``transformer_options`` so that the MCA
-Sampler can read the task and masks; per-run data (schedule table, index plans, row layouts,
-cross-attention maps) lives in the run's cache, never in the state or in module globals.
+Shared by every adapter: the settings travel in ``transformer_options`` so that the MCA Sampler can read
+the task and masks; what a run computes (op table, index plans, row layouts, cross-attention maps, shifts)
+lives in the run's typed :class:`~.run.RunCache`, never in the state or in module globals.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .attention import RegionPlan, plan_regions
 from .cross_attention_mask import CrossAttentionMaps
 from .layout import BatchShape, RowLayout, row_layout
 from .masks import MASK_THRESHOLD, as_single_mask, centroid, site_mask
-from .run import MCARun, RunStep
+from .run import MCARun, RunCache, RunStep
 from .schedule import MCASchedule, Op
 from .tasks import TaskPreset
 
@@ -83,31 +83,30 @@ class MCAState:
         self.warn_once("rows", f"MCA attention is inactive in a {rows // chunks}-row batch: it needs the MCA "
                                f"Sampler's {expected} rows (conditions, subject, targets).")
 
-    def run_cache(self, run: MCARun) -> dict:
-        """This model's scratch for one run: the schedule table, index plans, row layouts, maps.
+    def tables(self, total_steps: int, cells) -> dict:
+        """Each schedule cell's op table ``[step][site]`` for a run of ``total_steps`` steps."""
+        if max(cells) >= len(self.schedules):
+            raise ValueError(f"the run asks for schedule cell {max(cells)} but the patch holds {len(self.schedules)}")
+        return {cell: self.schedules[cell].table(total_steps, self.num_sites) for cell in dict.fromkeys(cells)}
 
-        ``ops[step][site]`` is a tuple with the operation of every target row of the run.
-        """
-        cache = run.cache_for(self)
-        if not cache:
-            if max(run.cells) >= len(self.schedules):
-                raise ValueError(f"the run asks for schedule cell {max(run.cells)} but the patch holds "
-                                 f"{len(self.schedules)}")
-            tables = {cell: self.schedules[cell].table(run.total_steps, self.num_sites) for cell in set(run.cells)}
-            ops = [[tuple(tables[cell][step][site] for cell in run.cells) for site in range(self.num_sites)]
-                   for step in range(run.total_steps)]
-            cache.update(ops=ops, plans={}, layouts={},
-                         cross=CrossAttentionMaps() if self.edit_mask is None else None)
-        return cache
+    def run_cache(self, run: MCARun) -> RunCache:
+        """This model's cache for one run; ``ops[step][site]`` holds the operation of every target row."""
+        return run.cache_for(self, lambda: self._new_cache(run))
 
-    def target_groups(self, cache: dict, current: RunStep, site: int, total_rows: int, chunks: int,
+    def _new_cache(self, run: MCARun) -> RunCache:
+        tables = run.tables if run.tables is not None else self.tables(run.total_steps, run.cells)
+        ops = [[tuple(tables[cell][step][site] for cell in run.cells) for site in range(self.num_sites)]
+               for step in range(run.total_steps)]
+        return RunCache(ops=ops, cross=CrossAttentionMaps() if self.edit_mask is None else None)
+
+    def target_groups(self, cache: RunCache, current: RunStep, site: int, total_rows: int, chunks: int,
                       grid: tuple[int, int], device: torch.device) -> list[TargetGroup]:
         """The target rows one attention call rebuilds, grouped by (operation, plan); empty: ordinary attention.
 
         A call that does not hold the run's rows (another sampler's batch) rebuilds nothing, with a warning.
         """
         shape = current.run.shape
-        ops = cache["ops"][current.step][site]
+        ops = cache.ops[current.step][site]
         active = any(op is not Op.NONE for op in ops)
         if active and total_rows != shape.rows * chunks:
             self.warn_inactive_rows(total_rows, chunks, shape.rows)
@@ -124,14 +123,14 @@ class MCAState:
             self.trace.append((current.step, site, tuple(applied), chunks))
         return [TargetGroup(op, plan, tuple(targets)) for op, plan, targets in groups.values()]
 
-    def edit_mask_at(self, cache: dict, step: int, target: int = 0) -> torch.Tensor | None:
+    def edit_mask_at(self, cache: RunCache, step: int, target: int = 0) -> torch.Tensor | None:
         """Target ``target``'s edit mask at ``step``: the patch's, or (generation) its own from cross-attention."""
         if self.edit_mask is not None:
             return self.edit_mask
-        masks = cache["cross"].mask_before(step)
+        masks = cache.cross.mask_before(step)
         return None if masks is None else masks[target]
 
-    def plans(self, cache: dict, step: int, height: int, width: int, device: torch.device,
+    def plans(self, cache: RunCache, step: int, height: int, width: int, device: torch.device,
               targets: int) -> tuple[RegionPlan | None, ...]:
         """Index sets of each target for a site of ``height x width`` tokens; None while no edit mask is known.
 
@@ -144,39 +143,39 @@ class MCAState:
         return tuple(self._plan(cache, self.edit_mask_at(cache, step, j), (height, width, str(device), j), device)
                      for j in range(targets))
 
-    def _plan(self, cache: dict, edit: torch.Tensor | None, key: tuple, device: torch.device) -> RegionPlan | None:
+    def _plan(self, cache: RunCache, edit: torch.Tensor | None, key: tuple, device: torch.device) -> RegionPlan | None:
         if edit is None:
             return None
         height, width = key[:2]
-        cached = cache["plans"].get(key)
+        cached = cache.plans.get(key)
         if cached is None or cached[0] is not edit:
             plan = plan_regions(site_mask(self.subject_mask, height, width).to(device),
                                 site_mask(edit, height, width).to(device))
-            cached = cache["plans"][key] = (edit, plan)
+            cached = cache.plans[key] = (edit, plan)
         return cached[1]
 
-    def subject_shift(self, cache: dict, step: int, height: int, width: int, target: int = 0) -> tuple[float, float]:
+    def subject_shift(self, cache: RunCache, step: int, height: int, width: int, target: int = 0) -> tuple[float, float]:
         """(rows, columns) from the subject mask's centre to target ``target``'s edit region, on a ``height x width``
         grid."""
         edit = self.edit_mask_at(cache, step, target)
         key = (height, width, target if self.edit_mask is None else 0)
-        cached = cache.setdefault("shifts", {}).get(key)
+        cached = cache.shifts.get(key)
         if cached is None or cached[0] is not edit:
             subject_centre = centroid(site_mask(self.subject_mask, height, width), height, width)
             edit_centre = centroid(site_mask(edit, height, width), height, width)
             shift = (edit_centre[0] - subject_centre[0], edit_centre[1] - subject_centre[1])
-            cached = cache["shifts"][key] = (edit, shift)
+            cached = cache.shifts[key] = (edit, shift)
         return cached[1]
 
-    def layout(self, cache: dict, total_rows: int, cond_or_uncond: list[int], device: torch.device,
+    def layout(self, cache: RunCache, total_rows: int, cond_or_uncond: list[int], device: torch.device,
                shape: BatchShape, targets: tuple[int, ...] | None = None) -> RowLayout:
         """The rows of one call (restricted to ``targets`` when given), built once per run."""
         key = (total_rows, tuple(cond_or_uncond), str(device), targets)
-        if key not in cache["layouts"]:
-            cache["layouts"][key] = row_layout(total_rows, cond_or_uncond, device, shape, targets)
-        return cache["layouts"][key]
+        if key not in cache.layouts:
+            cache.layouts[key] = row_layout(total_rows, cond_or_uncond, device, shape, targets)
+        return cache.layouts[key]
 
-    def cond_targets(self, cache: dict, total_rows: int, cond_or_uncond: list[int], shape: BatchShape,
+    def cond_targets(self, cache: RunCache, total_rows: int, cond_or_uncond: list[int], shape: BatchShape,
                      device: torch.device) -> torch.Tensor:
         """The cond chunk's target rows in target order (where generation reads the subject word's map)."""
         rows = self.layout(cache, total_rows, cond_or_uncond, device, shape)

@@ -3,13 +3,12 @@
 Sites are found by walking the UNet (``input_blocks``, ``middle_block``, ``output_blocks``, and the
 ``transformer_blocks`` of every spatial transformer in them): the walk order is ComfyUI's call order.
 SD1.x/2.x have 16 sites, SDXL 70, its distilled variants fewer (SSD-1B 34, Segmind Vega 15, KOALA-700M
-21, KOALA-1B 30). Layer_LQ is given as a fraction of a model's sites in that order (``site_from_fraction``);
+21, KOALA-1B 30). Layer_LQ is given as a fraction of a model's sites in that order (``resolve.site_from_fraction``);
 each family's preset comes from one structural rule (``preset_salq_site``), which on SD1.5 is the
 official site 9.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -73,7 +72,3 @@ def preset_salq_site(sites: list[AttentionSite]) -> int:
     last_block = coarsest[-1].block_number
     return next(site.index for site in coarsest if site.block_number == last_block)
 
-
-def site_from_fraction(fraction: float, num_sites: int) -> int:
-    """The first site of "the sites from this fraction of the UNet on": ``floor(fraction * N)``."""
-    return int(math.floor(fraction * num_sites + 1e-6))

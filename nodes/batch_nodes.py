@@ -10,7 +10,7 @@ from PIL import Image
 from ..drawing.tiles import labelled_grid
 from ..mca_attention.sweep import SETTINGS, add_axis, parse_axis
 from .common import CATEGORY
-from .prompts import LABEL_KEY
+from ..mca_attention.prompts import LABEL_KEY
 
 
 class MCAScheduleSweep:

@@ -9,7 +9,8 @@ import comfy.samplers
 from ..mca_attention.adapters import model_source
 from ..mca_attention.inversion import ddim_inversion_walk
 from ..mca_attention.trajectory import TRAJECTORY_KEY, from_inversion
-from .common import CATEGORY, check_latent, is_flow_model, schedule_sigmas
+from ..mca_attention.latents import check_latent
+from .common import CATEGORY, is_flow_model, schedule_sigmas
 from .progress import sampling_callback
 
 

@@ -2,6 +2,8 @@
 schedule, tasks, layout."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -135,7 +137,7 @@ def test_site_mask_is_nearest_and_row_major():
 
 
 def test_swap_preset_at_50_steps_reproduces_the_official_schedule():
-    table = PRESETS[Task.SWAP].schedule.with_first_layer(9).table(50, 16)  # SD1.5's preset site: see test_families
+    table = replace(PRESETS[Task.SWAP].schedule, salq_first_site=9).table(50, 16)  # SD1.5's preset site: see test_families
     for step in range(50):
         for site in range(16):
             if step < 5:
@@ -187,7 +189,7 @@ def test_schedule_refuses_a_start_after_its_end(op):
 def test_schedule_table_prints_one_line_per_step():
     from mca_ctrl.mca_attention.schedule import format_table
 
-    text = format_table(PRESETS[Task.SWAP].schedule.with_first_layer(9).table(10, 16))
+    text = format_table(replace(PRESETS[Task.SWAP].schedule, salq_first_site=9).table(10, 16))
     lines = text.splitlines()
     assert len(lines) == 10 and lines[0] == "step 0: " + "G" * 16
     assert lines[9] == "step 9: " + "." * 9 + "L" * 7

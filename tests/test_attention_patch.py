@@ -223,7 +223,7 @@ def test_refuses_an_empty_edit_mask(tiny_model):
 
 def generation_model(model, tokens=(2, 3)):
     return patch_model(model, PRESETS[Task.GENERATION], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK, None,
-                       subject_tokens=list(tokens))
+                       subject=list(tokens))
 
 
 def test_generation_derives_the_edit_mask_from_cross_attention(tiny_model):
@@ -234,7 +234,7 @@ def test_generation_derives_the_edit_mask_from_cross_attention(tiny_model):
     state.trace = []
     run = MCARun(total_steps=STEPS)
     rows = sample_rows(model, run=run)
-    maps = state.run_cache(run)["cross"]
+    maps = state.run_cache(run).cross
     # maps come from the 2 x 2 sites (third level of an 8 x 8 latent): 5 of them per step, cond half only
     assert all(len(maps.maps_at(step)) == 5 for step in range(STEPS)) and maps.shape == (2, 2)
     assert all(m.shape == (1, 4) for m in maps.maps_at(0)), "one map row per target"

@@ -20,7 +20,9 @@ from mca_ctrl.mca_attention.run import MCARun
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
-from mca_ctrl.nodes import attention_patch, common, ddim_invert, prompts, sampler
+from mca_ctrl.mca_attention import subject_words
+from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
+from row_prompts import row_prompts as stacked_rows, stacked
 from random_models import square_mask, tiny_flux_prompt
 
 STEPS = 4
@@ -48,7 +50,7 @@ def dit(request, pack):
 
 def row_prompts(prompt, seeds=(1, 2, 3)):
     rows = [prompt(seed) for seed in seeds]
-    return prompts.row_prompts(*rows, repeat_short=False)
+    return stacked_rows(*rows, repeat_short=False)
 
 
 def sample_rows(model, prompt, cfg=1.0, seed=0, run=None, negative_seed=9):
@@ -84,7 +86,7 @@ def test_sites_are_the_double_then_single_blocks_in_call_order(dit):
     adapter = model_adapter(model)
     assert [site.key for site in adapter.sites] == SITE_KEYS
     assert [site.index for site in adapter.sites] == list(range(SITES))
-    assert adapter.latent_channels == 16 and adapter.min_latent_side == 4
+    assert adapter.LATENT.channels == 16 and adapter.min_latent_side == 4
 
 
 @pytest.mark.parametrize("task", list(Task))
@@ -121,17 +123,30 @@ def test_a_latent_of_another_channel_count_is_refused(dit):
                                   common.schedule_sigmas(model, STEPS, None))
 
 
-def test_prompts_of_different_lengths_and_sequence_changing_conditioning_are_refused(pack):
-    short, long = tiny_flux_prompt(1, tokens=16), tiny_flux_prompt(2, tokens=24)
-    with pytest.raises(ValueError, match="different token lengths .*subject_prompt 24"):
-        prompts.row_prompts(short, long, short, repeat_short=False)
+def test_prompts_of_different_lengths_are_padded_after_their_own_tokens(pack):
+    short, long, negative = tiny_flux_prompt(1, tokens=16), tiny_flux_prompt(2, tokens=24), tiny_flux_prompt(3, 20)
+    batch = stacked(short, long, short, negative=negative, repeat_short=False)
+    rows = batch.positive[0][0]
+    assert rows.shape[1] == 24 and batch.text.length == 24
+    assert batch.text.cond == (16, 24, 16) and batch.text.uncond == (20, 20, 20)
+    assert torch.equal(rows[0, :16], short[0][0][0]) and not rows[0, 16:].any(), "own tokens first, then zeros"
+    assert torch.equal(rows[1], long[0][0][0])
+    assert batch.negative[0][0].shape[1] == 24 and torch.equal(batch.negative[0][0][0, :20], negative[0][0][0])
+    keys = batch.text.valid_keys([1, 0], torch.device("cpu"))
+    assert keys.sum(1).tolist() == [20, 20, 20, 16, 24, 16], "uncond chunk first, as cond_or_uncond orders it"
+    same = stacked(short, short, short, negative=negative, repeat_short=False)
+    assert same.text is None and same.negative is negative, "equal rows: no padding, the negative untouched"
+
+
+def test_sequence_changing_conditioning_is_refused(pack):
+    short = tiny_flux_prompt(1, tokens=16)
     kontext = tiny_flux_prompt(3)
     kontext[0][1]["reference_latents"] = [torch.zeros(1, 16, 8, 8)]
     with pytest.raises(ValueError, match="target_prompt carries reference latents .*Kontext"):
-        prompts.row_prompts(short, short, kontext, repeat_short=False)
+        stacked_rows(short, short, kontext, repeat_short=False)
     guided = tiny_flux_prompt(4, guidance=2.0)
     with pytest.raises(ValueError, match="differ in 'guidance'"):
-        prompts.row_prompts(short, guided, short, repeat_short=False)
+        stacked_rows(short, guided, short, repeat_short=False)
 
 
 # --- the shipped override against the dense joint formula, on the q/k/v a real run hands it -----------------
@@ -348,12 +363,12 @@ def test_subject_words_are_found_among_the_t5_tokens(pack):
     clip = flux_tokenizer_clip()
     text = "a photo of a dog on a sofa"
     t5 = [token for token, *_ in clip.tokenize(text)["t5xxl"][0]]
-    dog = attention_patch.subject_tokens(clip, text, "dog", "", "t5xxl")
-    sofa = attention_patch.subject_tokens(clip, text, "sofa", "", "t5xxl")
+    dog = subject_words.subject_tokens(clip, text, "dog", "", "t5xxl")
+    sofa = subject_words.subject_tokens(clip, text, "sofa", "", "t5xxl")
     word = [token for token, *_ in clip.tokenize("dog")["t5xxl"][0]][:1]
     assert [t5[i] for i in dog] == word and dog != sofa
-    assert attention_patch.subject_tokens(clip, text, "", "1", "t5xxl") == [0], "index 1 = the first text token"
-    assert attention_patch.subject_tokens(clip, text, "dog", "", None) == [5], "CLIP-L: after the start token"
+    assert subject_words.subject_tokens(clip, text, "", "1", "t5xxl") == [0], "index 1 = the first text token"
+    assert subject_words.subject_tokens(clip, text, "dog", "", None) == [5], "CLIP-L: after the start token"
 
 
 def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_it(dit):
@@ -364,7 +379,7 @@ def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_
     for tokens in ([2, 3], [10, 11]):
         mca = patch_model(model, PRESETS[Task.GENERATION],
                           model_adapter(model).preset_schedule(PRESETS[Task.GENERATION]), SUBJECT_MASK, None,
-                          subject_tokens=tokens)
+                          subject=tokens)
         state = mca_state(mca)
         state.trace = []
         out = sampler.mca_sample(mca, prompt(1), prompt(2), prompt(3), prompt(9), subject, empty, 7, 1.0)
@@ -379,9 +394,9 @@ def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_
 def test_generation_run_keeps_its_maps_to_itself(dit):
     _, model, prompt = dit
     mca = patch_model(model, PRESETS[Task.GENERATION], MCASchedule(0.0, 0.25, 0.25, 1.0, 0), SUBJECT_MASK, None,
-                      subject_tokens=[1])
+                      subject=[1])
     run = MCARun(total_steps=STEPS)
     sample_rows(mca, prompt, run=run)
-    maps = mca_state(mca).run_cache(run)["cross"]
+    maps = mca_state(mca).run_cache(run).cross
     assert all(len(maps.maps_at(step)) == 2 for step in range(STEPS)), "one map per double block and step"
     assert maps.shape == (4, 4)

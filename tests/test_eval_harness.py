@@ -31,6 +31,7 @@ from mca_eval import cleanup, cli, sweep, workflow
 from mca_eval.contact_sheet import HEADER
 from mca_eval.errorlog import ErrorLog
 from mca_eval.grid import AXIS_STRIP, GAP, METRIC_LABEL, ROW_LABELS, TITLE
+from mca_eval.items import EvalItem
 from slm_models import write_models
 
 pytestmark = pytest.mark.full
@@ -462,7 +463,20 @@ def test_a_server_whose_patch_takes_no_sweep_is_refused_before_the_first_item(tm
 def test_schedule_settings_are_the_ones_the_pack_sweeps(pack):
     from mca_ctrl.mca_attention.sweep import SETTINGS
 
-    assert sweep.SCHEDULE_SETTINGS == SETTINGS
+    assert sweep.SCHEDULE_SETTINGS is SETTINGS, "not the module ComfyUI loaded the pack's nodes with"
+
+
+def test_sweep_values_are_read_as_set_reads_them_and_labelled_as_typed():
+    """Values as run_workflow's parse_value reads ``--set``'s; labels, ids and folders keep ``str``'s form
+    (``sagi_end=0.0``), not the pack's ``cell_label`` (``:g``: ``sagi_end=0``, numbers only)."""
+    axis = sweep.parse_axis("Title.input=0.0, 0.10, 3, true, swap")
+    assert [(type(value), value) for value in axis.values] == [(float, 0.0), (float, 0.1), (int, 3), (bool, True),
+                                                                (str, "swap")]
+    cell = (("sagi_end", 0.0), ("Title.input", "swap"))
+    assert sweep.cell_label(cell) == "sagi_end=0.0, Title.input=swap" and sweep.cell_label(()) == ""
+    dog = EvalItem(id="dog", task="generation", subject_image=Path("dog.png"), target_prompt="a dog")
+    expanded = sweep.expand([dog], (sweep.parse_axis("sagi_end=0.0,1"),))
+    assert [item.id for item in expanded] == ["dog__sagi_end=0.0", "dog__sagi_end=1"]
 
 
 def one_item_set(folder: Path, subject: str, **fields) -> Path:

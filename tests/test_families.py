@@ -9,13 +9,15 @@ import comfy.samplers
 import random_models
 from dense_reference import check_recorded_calls, recording
 from mca_ctrl.mca_attention.adapters import model_adapter
-from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model, resolve_schedule
+from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model
+from mca_ctrl.mca_attention.resolve import ScheduleRequest, resolve_schedules
 from mca_ctrl.mca_attention.layout import TARGET
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention.unet_sites import find_attention_sites
-from mca_ctrl.nodes import attention_patch, common, ddim_invert, prompts, sampler
+from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
+from row_prompts import row_prompts
 from random_models import SDXL_FAMILY, square_mask
 
 # family: (self-attention sites, the preset's first SALQ site, that site's key)
@@ -43,7 +45,17 @@ def prompt(family_name: str, seed: int) -> list:
 
 
 def rows_and_negative(family_name: str, seeds=(1, 2, 3)):
-    return prompts.row_prompts(*(prompt(family_name, s) for s in seeds)), prompt(family_name, 9)
+    return row_prompts(*(prompt(family_name, s) for s in seeds)), prompt(family_name, 9)
+
+
+def resolved(model, **settings):
+    """The swap schedule the patch resolves from these widget values (every other widget at -1)."""
+    adapter = model_adapter(model)
+    widgets = {**dict.fromkeys(("sagi_start", "sagi_end", "salq_start", "salq_end", "salq_sites", "salq_first_site"),
+                               -1.0), **settings}
+    schedules, _ = resolve_schedules(adapter.preset_schedule(PRESETS[Task.SWAP]), ScheduleRequest(widgets),
+                                     len(adapter.sites), adapter.family)
+    return schedules[0]
 
 
 def schedule_of(model, task=Task.SWAP, **overrides):
@@ -70,9 +82,9 @@ def test_site_counts_and_the_preset_site_of_each_family(family):
     adapter = model_adapter(model)
     sites = adapter.sites
     assert len(sites) == count
-    resolved = resolve_schedule(PRESETS[Task.SWAP].schedule, adapter)
+    resolved = adapter.preset_schedule(PRESETS[Task.SWAP])
     assert resolved.salq_first_site == preset_site and sites[preset_site].key == preset_key
-    assert resolve_schedule(PRESETS[Task.GENERATION].schedule, adapter).salq_first_site == 0
+    assert adapter.preset_schedule(PRESETS[Task.GENERATION]).salq_first_site == 0
     table = resolved.table(50, count)
     for step, row in enumerate(table):  # the official step bounds on every family
         for site, op in enumerate(row):
@@ -81,17 +93,15 @@ def test_site_counts_and_the_preset_site_of_each_family(family):
 
 def test_sd15_preset_is_the_official_site_9():
     model = random_models.tiny_sd15_model()
-    assert resolve_schedule(PRESETS[Task.SWAP].schedule, model_adapter(model)).salq_first_site == 9
+    assert model_adapter(model).preset_schedule(PRESETS[Task.SWAP]).salq_first_site == 9
 
 
 def test_the_layer_setting_means_the_same_fraction_everywhere(family):
     name, model = family
     count = FAMILIES[name][0]
-    schedule = attention_patch.effective_schedule(PRESETS[Task.SWAP].schedule, count, 0.5, -1, sagi_start=-1.0,
-                                                  sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0)
+    schedule = resolved(model, salq_sites=0.5)
     assert schedule.salq_first_site == count // 2
-    raw = attention_patch.effective_schedule(PRESETS[Task.SWAP].schedule, count, 0.5, 3, sagi_start=-1.0,
-                                             sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0)
+    raw = resolved(model, salq_sites=0.5, salq_first_site=3)
     assert raw.salq_first_site == 3, "the raw site index wins"
     for beyond in (count, count + 1):  # the site count itself is one past the last site: SALQ would run nowhere
         with pytest.raises(ValueError, match=f"beyond this .* model's {count} self-attention sites .*run nowhere"):
@@ -100,9 +110,7 @@ def test_the_layer_setting_means_the_same_fraction_everywhere(family):
 
 
 def test_sd15_fraction_reproduces_the_official_site():
-    schedule = attention_patch.effective_schedule(PRESETS[Task.SWAP].schedule, 16, 0.5625, -1, sagi_start=-1.0,
-                                                  sagi_end=-1.0, salq_start=-1.0, salq_end=-1.0)
-    assert schedule.salq_first_site == 9
+    assert resolved(random_models.tiny_sd15_model(), salq_sites=0.5625).salq_first_site == 9
 
 
 def test_patch_on_every_site_matches_the_dense_formula_and_keeps_rows_0_and_1(family):
@@ -172,12 +180,12 @@ def test_rows_with_other_size_options_are_refused(pack):
     rows = [random_models.tiny_sdxl_prompt(s) for s in (1, 2, 3)]
     rows[1][0][1]["width"] = 512
     with pytest.raises(ValueError, match="differ in 'width'.*same width"):
-        prompts.row_prompts(*rows)
+        row_prompts(*rows)
 
 
 def test_a_dit_model_is_refused_with_its_family_name(pack):
     with pytest.raises(ValueError, match="cannot patch this Stable Diffusion 3 model: its diffusion model is a "
-                                         ".*MMDIT.*supported: SD1.x.*Flux.1.*Chroma"):
+                                         ".*MMDIT.*supported: Stable Diffusion 1.x.*Flux.1.*Chroma"):
         model_adapter(random_models.tiny_dit_model())
 
 
@@ -194,7 +202,7 @@ def test_swap_add_and_generation_run_on_every_family(family, task):
     name, model = family
     edit = None if task is Task.GENERATION else EDIT_MASK
     patched = patch_model(model, PRESETS[task], schedule_of(model, task), SUBJECT_MASK, edit,
-                          subject_tokens=[2, 3] if edit is None else None)
+                          subject=[2, 3] if edit is None else None)
     subject, _ = inverted(model, 1)
     condition, clean = ({"samples": torch.zeros(1, 4, 8, 8)}, None) if task is Task.GENERATION else inverted(model, 2)
     out = sampler.mca_sample(patched, prompt(name, 1), prompt(name, 2), prompt(name, 3), prompt(name, 9),

@@ -41,7 +41,7 @@ def test_load_diffusion_model_detects_the_random_file_as_flux_dev(flux_dev):
     assert (unet_config["depth"], unet_config["depth_single_blocks"], unet_config["guidance_embed"]) == (1, 1, True)
     assert isinstance(flux_dev.get_model_object("model_sampling"), comfy.model_sampling.CONST)
     adapter = model_adapter(flux_dev)
-    assert [site.key for site in adapter.sites] == [("double", 0), ("single", 0)] and adapter.latent_channels == 16
+    assert [site.key for site in adapter.sites] == [("double", 0), ("single", 0)] and adapter.LATENT.channels == 16
 
 
 def test_swap_through_the_nodes_on_the_full_width_model(flux_dev):

@@ -27,8 +27,9 @@ from mca_ctrl.mca_attention.layout import BatchShape
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.sweep import parse_axis
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
+from mca_ctrl.mca_attention import engine
 from mca_ctrl.nodes import attention_patch, batch_nodes, common, ddim_invert, sampler
-from mca_ctrl.nodes.prompts import LABEL_KEY
+from mca_ctrl.mca_attention.prompts import LABEL_KEY
 
 STEPS = 5
 SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
@@ -77,7 +78,7 @@ def patched(model, task: Task, schedules, generation_tokens: bool = False):
     edit = None if generation_tokens else EDIT_MASK
     return patch_model(model, PRESETS[task], schedules, SUBJECT_MASK, edit, labels=[f"cell {i}" for i in
                                                                                    range(len(schedules))]
-                       if isinstance(schedules, list) else None, subject_tokens=[1, 2] if generation_tokens else None)
+                       if isinstance(schedules, list) else None, subject=[1, 2] if generation_tokens else None)
 
 
 def split_cond_uncond(monkeypatch):
@@ -211,7 +212,7 @@ def test_free_memory_decides_the_targets_per_pass(pack, monkeypatch, caplog):
     fits_two = model.memory_required([4, 4, 8, 8]) * 1.5 + per_row + unloaded  # condition, subject, 2 targets: not 3
     monkeypatch.setattr(comfy.model_management, "get_free_memory",
                         lambda dev=None, torch_free_too=False: (fits_two, fits_two) if torch_free_too else fits_two)
-    assert sampler.fitting_targets(mca, (1, 4, 8, 8), 4, seeded=False) == 2
+    assert engine.fitting_targets(mca, (1, 4, 8, 8), 4, seeded=False) == 2
     with caplog.at_level(logging.INFO):
         out = sampler.mca_sample(mca, family.prompt(1), family.prompt(2), family.prompt(3), family.prompt(9),
                                  subject, condition, 0, 1.0)

@@ -7,12 +7,13 @@ import torch
 import mca_ctrl.mca_attention.sampling as loop_module
 import mca_ctrl.nodes.common as common_module
 import mca_ctrl.nodes.ddim_invert as invert_module
-import mca_ctrl.nodes.prompts as prompts_module
+import mca_ctrl.mca_attention.engine as engine_module
 import mca_ctrl.nodes.sampler as sampler_module
 from mca_ctrl.mca_attention.comfy_patch import patch_model
 from mca_ctrl.mca_attention.schedule import MCASchedule
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from random_models import square_mask, tiny_prompt
+from row_prompts import row_prompts
 
 STEPS = 5
 CFG = 5.0
@@ -21,7 +22,7 @@ SILENT = MCASchedule(sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site
 
 @pytest.fixture()
 def mods(pack):
-    return dict(sampler=sampler_module, prompts=prompts_module, invert=invert_module, common=common_module,
+    return dict(sampler=sampler_module, engine=engine_module, invert=invert_module, common=common_module,
                 loop=loop_module)
 
 
@@ -43,7 +44,7 @@ def prompts():
 def run_sampler(mods, model, subject, condition, blend_mask=None, seed=7, record=None, local_blend=True):
     """The node's own sampling function; ``model`` must be patched (a silent patch stands for "no MCA")."""
     callback = None if record is None else (lambda i, x0, x, total: record.append(x.clone()))
-    rows = mods["sampler"].mca_sample(model, *prompts(), subject, condition, seed, CFG, None,
+    rows = mods["engine"].mca_sample(model, *prompts(), subject, condition, seed, CFG, None,
                                          blend_mask=blend_mask, local_blend=local_blend,
                                          make_callback=lambda steps: callback).rows
     return rows
@@ -59,7 +60,7 @@ def test_without_pins_the_target_row_equals_comfyuis_ddim_ksampler(mods, tiny_mo
     sampler = comfy.samplers.KSAMPLER(mods["loop"].mca_sample_loop, extra_options={"control": mods["loop"].RowControl()})
     condition, subject, target, negative = prompts()
     rows = comfy.sample.sample_custom(tiny_model, noise.repeat(3, 1, 1, 1), CFG, sampler, sigmas,
-                                      mods["prompts"].row_prompts(condition, subject, target), negative,
+                                      row_prompts(condition, subject, target), negative,
                                       torch.zeros(3, 4, 8, 8), disable_pbar=True, seed=11)
     reference = comfy.sample.sample(tiny_model, noise, STEPS, CFG, "ddim", "ddim_uniform", target, negative, single,
                                     disable_pbar=True, seed=11)

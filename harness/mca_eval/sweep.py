@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass, replace
 
+from mca_eval.comfy_api import pack_module, run_workflow_module
 from mca_eval.items import EvalItem, safe_id
 
 PATCH_NODE = "MCA_AttentionPatch"
-# what MCA Schedule Sweep varies in one pass (the pack's mca_attention/sweep.py SETTINGS)
-SCHEDULE_SETTINGS = ("sagi_start", "sagi_end", "salq_start", "salq_end", "salq_sites", "salq_first_site")
+SCHEDULE_SETTINGS = pack_module("mca_attention.sweep").SETTINGS  # what MCA Schedule Sweep varies in one pass
 
 
 class SweepError(ValueError):
@@ -27,23 +26,17 @@ class Axis:
     values: tuple
 
 
-def parse_value(text: str):
-    """A JSON scalar when ``text`` is one (0.1, 3, true), else the text itself."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def parse_axis(spec: str) -> Axis:
-    """``sagi_end=0.05,0.1`` (an MCA Attention Patch widget) or ``Title.input=v1,v2`` (any node input)."""
+    """``sagi_end=0.05,0.1`` (an MCA Attention Patch widget) or ``Title.input=v1,v2`` (any node input); each value
+    is read as ``--set`` reads one (scripts/run_workflow.py's parse_value: 0.1, 3, true, else the text)."""
     name, sep, values = spec.partition("=")
     name = name.strip()
     parts = [part.strip() for part in values.split(",") if part.strip()]
     if not sep or not name or not parts:
         raise SweepError(f"--sweep needs 'name=value1,value2,...', got '{spec}'")
     title, _, input_name = name.rpartition(".")
-    return Axis(name=name, title=title or PATCH_NODE, input=input_name, values=tuple(parse_value(p) for p in parts))
+    parse_value = run_workflow_module().parse_value
+    return Axis(name=name, title=title or PATCH_NODE, input=input_name, values=tuple(map(parse_value, parts)))
 
 
 def check_values(axis: Axis, class_type: str, spec: list | None) -> None:
@@ -82,17 +75,17 @@ def cells(axes: tuple[Axis, ...]) -> list[tuple[tuple[str, object], ...]]:
     return [tuple(zip((axis.name for axis in axes), combo)) for combo in itertools.product(*(a.values for a in axes))]
 
 
-def cell_label(cell: tuple[tuple[str, object], ...]) -> str:
-    """``sagi_end=0.1, salq_end=0.8`` (empty for the cell of a run without sweep)."""
-    return ", ".join(f"{name}={value}" for name, value in cell)
+def cell_label(cell: tuple[tuple[str, object], ...], separator: str = ", ") -> str:
+    """``sagi_end=0.1, salq_end=0.8`` (empty for the cell of a run without sweep): each value as ``str`` writes it
+    (``sagi_end=0.0``, ``preset=swap``), unlike the pack's ``cell_label`` (``:g``, numbers only: ``sagi_end=0``)."""
+    return separator.join(f"{name}={value}" for name, value in cell)
 
 
 def expand(items: list[EvalItem], axes: tuple[Axis, ...]) -> list[EvalItem]:
     """One item per (item, cell); ids get the cell appended (``dog_00__sagi_end=0.1``)."""
     if not axes:
         return items
-    return [replace(item, id=safe_id(item.id + "__" + "__".join(f"{n}={v}" for n, v in cell)), sweep=cell,
-                    group=item.id)
+    return [replace(item, id=safe_id(item.id + "__" + cell_label(cell, "__")), sweep=cell, group=item.id)
             for item in items for cell in cells(axes)]
 
 

@@ -1,27 +1,31 @@
-"""One adapter per architecture; ``model_adapter`` picks the one for a loaded model or refuses it by name.
+"""The registry: one adapter per architecture, each declaring the families it serves; ``model_adapter`` picks
+the one for a loaded model or refuses the model by name.
 
-Adding a family = one adapter module (sites, image-token span, hook, presets) and its tests, plus one
-entry in ``ADAPTERS``.
+Adding a family = one adapter module and its tests, plus its class in ``ADAPTERS`` (see the README's "Adding
+a model family"). Every list of families users see is made here from the adapters' declarations.
 """
 from __future__ import annotations
 
-from .base import ModelAdapter, Site
-from .mmdit import SUPPORTED as MMDIT_SUPPORTED
+from .base import LatentLayout, ModelAdapter, Site, latent_channels
 from .mmdit import MMDiTAdapter
 from .unet import UNetAdapter
 
-ADAPTERS = (UNetAdapter, MMDiTAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (UNetAdapter, MMDiTAdapter)
 
-FAMILY_NAMES = {
-    "SD15": "Stable Diffusion 1.x", "SD20": "Stable Diffusion 2.x", "SD21UnclipL": "Stable Diffusion 2.1 unCLIP",
-    "SD21UnclipH": "Stable Diffusion 2.1 unCLIP", "SDXL": "SDXL", "SDXLRefiner": "SDXL Refiner", "SSD1B": "SSD-1B",
-    "Segmind_Vega": "Segmind Vega", "KOALA_700M": "KOALA-700M", "KOALA_1B": "KOALA-1B", "SD3": "Stable Diffusion 3",
-    "AuraFlow": "AuraFlow", "HunyuanDiT": "Hunyuan-DiT", "PixArtAlpha": "PixArt", "PixArtSigma": "PixArt",
-    "Flux2": "Flux.2", "FluxInpaint": "Flux.1 Fill", "ChromaRadiance": "Chroma Radiance", "QwenImage": "Qwen-Image",
-    "Lumina2": "Lumina 2 / Z-Image", "ZImage": "Z-Image", "HiDream": "HiDream", **MMDIT_SUPPORTED,
-}
-SUPPORTED_FAMILIES = ("SD1.x, SD2.x, SDXL, SSD-1B, Segmind Vega, KOALA (UNets); "
-                      + ", ".join(dict.fromkeys(MMDIT_SUPPORTED.values())) + " (MMDiTs)")
+# Families ComfyUI detects that no adapter serves yet: config class -> the name users know (for the refusal).
+REFUSED = {"SD3": "Stable Diffusion 3", "AuraFlow": "AuraFlow", "HunyuanDiT": "Hunyuan-DiT",
+           "HunyuanImage21": "HunyuanImage 2.1", "PixArtAlpha": "PixArt", "PixArtSigma": "PixArt", "Flux2": "Flux.2",
+           "FluxInpaint": "Flux.1 Fill", "ChromaRadiance": "Chroma Radiance", "QwenImage": "Qwen-Image",
+           "Lumina2": "Lumina 2", "ZImage": "Z-Image", "HiDream": "HiDream"}
+FAMILY_NAMES = {**REFUSED, **{config: name for adapter in ADAPTERS for config, name in adapter.FAMILIES.items()}}
+
+
+def family_list(adapter: type[ModelAdapter]) -> str:
+    return ", ".join(dict.fromkeys(adapter.FAMILIES.values()))
+
+
+SUPPORTED_FAMILIES = "; ".join(f"{family_list(adapter)} ({adapter.KIND}s)" for adapter in ADAPTERS)
+REFUSED_FAMILIES = ", ".join(dict.fromkeys(REFUSED.values()))
 
 
 def model_family(model) -> str:
@@ -30,15 +34,22 @@ def model_family(model) -> str:
     return FAMILY_NAMES.get(name, name)
 
 
+def adapter_class(model) -> type[ModelAdapter] | None:
+    """The adapter class whose architecture ``model``'s diffusion model has, or None."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    return next((adapter for adapter in ADAPTERS if adapter.matches(diffusion_model)), None)
+
+
+def latent_layout(model) -> LatentLayout:
+    """The latent ``model`` samples: its adapter's declaration, or 4-D with the latent format's channels."""
+    adapter = adapter_class(model)
+    return adapter.LATENT if adapter is not None else LatentLayout(latent_channels(model))
+
+
 def min_latent_side(model) -> int:
     """The smallest latent side ``model`` takes: its adapter's rule, or 1 for a diffusion model none knows."""
-    diffusion_model = model.get_model_object("diffusion_model")
-    return next((adapter.min_side(diffusion_model) for adapter in ADAPTERS if adapter.matches(diffusion_model)), 1)
-
-
-def latent_channels(model) -> int:
-    """The channels of the model's latent space (ComfyUI's latent format: 4 on SD/SDXL, 16 on Flux)."""
-    return int(getattr(model.model.latent_format, "latent_channels", 4))
+    adapter = adapter_class(model)
+    return 1 if adapter is None else adapter.min_side(model.get_model_object("diffusion_model"))
 
 
 def model_source(model) -> dict:
@@ -54,18 +65,18 @@ def model_source(model) -> dict:
 
 def model_adapter(model) -> ModelAdapter:
     """The adapter for ``model`` (a ComfyUI ModelPatcher), or a ValueError that names the family."""
-    diffusion_model = model.get_model_object("diffusion_model")
     family = model_family(model)
-    config_name = type(model.model.model_config).__name__
-    if MMDiTAdapter.matches(diffusion_model):
-        if config_name not in MMDIT_SUPPORTED:
-            raise ValueError(f"MCA-Ctrl does not support {family} yet (supported: {SUPPORTED_FAMILIES}).")
-        return MMDiTAdapter(model, family)
-    if UNetAdapter.matches(diffusion_model):
-        return UNetAdapter(model, family)
-    raise ValueError(f"MCA-Ctrl cannot patch this {family} model: its diffusion model is a "
-                     f"{type(diffusion_model).__name__}, which no MCA adapter knows (supported: {SUPPORTED_FAMILIES}).")
+    adapter = adapter_class(model)
+    if adapter is None:
+        diffusion_model = model.get_model_object("diffusion_model")
+        raise ValueError(f"MCA-Ctrl cannot patch this {family} model: its diffusion model is a "
+                         f"{type(diffusion_model).__name__}, which no MCA adapter knows (supported: "
+                         f"{SUPPORTED_FAMILIES}).")
+    if not adapter.serves(type(model.model.model_config).__name__):
+        raise ValueError(f"MCA-Ctrl does not support {family} yet (supported: {SUPPORTED_FAMILIES}).")
+    return adapter(model, family)
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "Site", "latent_channels", "min_latent_side", "model_adapter", "model_family",
-           "model_source", "SUPPORTED_FAMILIES"]
+__all__ = ["ADAPTERS", "FAMILY_NAMES", "REFUSED", "REFUSED_FAMILIES", "SUPPORTED_FAMILIES", "LatentLayout",
+           "ModelAdapter", "Site", "adapter_class", "latent_channels", "latent_layout", "min_latent_side",
+           "model_adapter", "model_family", "model_source"]

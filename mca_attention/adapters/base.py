@@ -1,14 +1,17 @@
 """The adapter interface: what the shared core needs to know about one model architecture.
 
-An adapter finds the model's self-attention sites (in call order), says where the image tokens are in
-each attention call, gives the family's presets, and installs its hook on a cloned ModelPatcher,
-chaining whatever another pack installed there before. The maths (``attention.target_attention``),
-the schedule and the per-run state (``state.MCAState``) are shared by every adapter.
+A family is data first: each adapter class declares the ComfyUI model configs it serves (with the names
+users know), its latent layout, its text facts and where its presets come from; the registry, the refusal
+message, the nodes' tooltips and the README's family table are made from (or held equal to) these
+declarations. For one loaded model an adapter then finds the self-attention sites (in call order), gives the
+family's preset schedule and installs its hook (a :class:`~.hook.SiteHook`) on a cloned ModelPatcher,
+chaining whatever another pack installed there before. The maths (``attention.target_attention``), the
+schedule and the per-run state are shared by every adapter.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..schedule import MCASchedule
 from ..tasks import TaskPreset
@@ -22,32 +25,63 @@ class Site:
     index: int
 
 
-class ModelAdapter(ABC):
-    """One architecture (UNet, Flux-style MMDiT, ...) as the core sees it, for one loaded model."""
+@dataclass(frozen=True)
+class LatentLayout:
+    """The latent a family samples: ``[batch, channels, h, w]`` (``dims`` 4) or ``[batch, channels, 1, h, w]`` (5)."""
 
-    #: the conditioning key of the text encoder whose tokens the model attends to (None: the first key)
-    text_encoder_key: str | None = None
-    #: whether prompts of different token lengths are repeated to a common length (CLIP's 77-token chunks)
+    channels: int
+    dims: int = 4
+    factor: int = 8  # image pixels per latent cell
+    patch: int = 1  # latent cells per image-token side (a DiT's patchify)
+
+
+@dataclass(frozen=True)
+class TextFacts:
+    """How the family's prompts reach attention.
+
+    ``encoder_key``: the tokenizer output whose tokens the model attends to (None: the first one).
+    ``repeats_short_prompts``: rows of different lengths are repeated to a common length (CLIP's 77-token
+    chunks, as ComfyUI does); otherwise they are padded after their own tokens and the padding is masked out.
+    The tokens before the text (CLIP's start token, none on T5) are read from the tokenizer itself.
+    """
+
+    encoder_key: str | None = None
     repeats_short_prompts: bool = False
+
+
+class ModelAdapter(ABC):
+    """One architecture as the core sees it, for one loaded model."""
+
+    #: the architecture, in messages and "supported: ..." lists
+    KIND: str = ""
+    #: ComfyUI model config class name -> the family name users know, for every family the adapter serves
+    FAMILIES: dict[str, str] = {}
+    #: the self-attention sites of each family, for tooltips and the README (the model itself is counted at run time)
+    SITES: dict[str, str] = {}
+    LATENT: LatentLayout = LatentLayout(4)
+    TEXT: TextFacts = TextFacts()
     #: whether keys carry positions (RoPE), so that the subject's can be moved onto the edit region
-    has_positions: bool = False
+    HAS_POSITIONS: bool = False
+    #: where the swap/add preset comes from (README)
+    PRESET_SOURCE: str = ""
 
     def __init__(self, model, family: str):
         self.model = model
         self.family = family
         self.sites = self.find_sites()
-
-    @abstractmethod
-    def find_sites(self) -> list[Site]:
-        """Every self-attention site in the order the model calls them."""
-
-    @property
-    def latent_channels(self) -> int:
-        return int(getattr(self.model.model.latent_format, "latent_channels", 4))
+        channels = latent_channels(model)
+        if channels != self.LATENT.channels:
+            raise ValueError(f"MCA-Ctrl's {self.KIND} path needs a {self.LATENT.channels}-channel latent; this "
+                             f"{family} model has {channels}.")
 
     @property
     def min_latent_side(self) -> int:
         return self.min_side(self.model.get_model_object("diffusion_model"))
+
+    @classmethod
+    def serves(cls, config_name: str) -> bool:
+        """Whether this adapter runs a model of the ComfyUI config ``config_name`` it ``matches``."""
+        return config_name in cls.FAMILIES
 
     @staticmethod
     @abstractmethod
@@ -60,12 +94,18 @@ class ModelAdapter(ABC):
         """The smallest latent side the architecture can take with at least one token at every site."""
 
     @abstractmethod
+    def find_sites(self) -> list[Site]:
+        """Every self-attention site in the order the model calls them."""
+
+    @abstractmethod
     def preset_first_site(self) -> int:
         """Layer_LQ for swap/add on this family when the user leaves it to the preset."""
 
     def preset_schedule(self, preset: TaskPreset) -> MCASchedule:
-        """The task's schedule as this family runs it (the official one unless a family says otherwise)."""
-        return preset.schedule
+        """The task's schedule as this family runs it, Layer_LQ made concrete (the family's site unless the task
+        fixes one)."""
+        first = preset.schedule.salq_first_site
+        return replace(preset.schedule, salq_first_site=self.preset_first_site() if first is None else first)
 
     @abstractmethod
     def install(self, patched, state) -> None:
@@ -80,6 +120,10 @@ class ModelAdapter(ABC):
         """The width of the pooled text vector the model needs, 0 when it needs one of unknown width, None if none."""
 
 
+def latent_channels(model) -> int:
+    """The channels of the model's latent space (ComfyUI's latent format: 4 on SD/SDXL, 16 on Flux)."""
+    return int(getattr(model.model.latent_format, "latent_channels", 4))
+
 
 def tell_the_ui(message: str) -> None:
     """Show ``message`` on the node that is executing, as ComfyUI's progress text (0.3.75 and newer)."""
@@ -90,4 +134,3 @@ def tell_the_ui(message: str) -> None:
     server = getattr(PromptServer, "instance", None)
     if context is not None and hasattr(server, "send_progress_text"):
         server.send_progress_text(message, context.node_id)
-

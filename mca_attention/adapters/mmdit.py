@@ -14,16 +14,18 @@ from dataclasses import replace
 
 import torch
 
-from ..attention import target_attention
 from ..cross_attention_mask import token_attention_map
-from ..run import run_step
+from ..run import RunCache, RunStep, run_step
 from ..schedule import MCASchedule, Op
-from ..state import OUTSIDE_MCA_SAMPLER, MCAState
+from ..state import MCAState, TargetGroup
 from ..tasks import TaskPreset
-from .base import ModelAdapter, Site, tell_the_ui
+from .base import LatentLayout, ModelAdapter, Site, TextFacts
+from .hook import Call, SiteHook, TokenLayout
 
 OVERRIDE_KEY = "optimized_attention_override"
 PROBE_BLOCK_TYPE = "double"  # generation: the target's attention to the subject words, read in the double blocks
+MASK_REFUSED = ("MCA rows cannot take an attention mask from the conditioning: remove the node that sets one on the "
+                "prompts given to the MCA Sampler.")
 
 
 def _merged(x: torch.Tensor) -> torch.Tensor:
@@ -45,106 +47,111 @@ def token_grid(latent_size: tuple[int, int], patch_size: int) -> tuple[int, int]
     return (height + patch_size // 2) // patch_size, (width + patch_size // 2) // patch_size
 
 
-class JointAttention:
+class JointAttention(SiteHook):
     """The attention override of one patched MMDiT; chains to the override that was installed before."""
 
     def __init__(self, state: MCAState, site_index: dict[tuple[str, int], int], patch_size: int, pe_embedder,
                  previous=None):
-        self.state = state
+        super().__init__(state)
         self.site_index = site_index
         self.patch_size = patch_size
         self.pe_embedder = pe_embedder  # the model's RoPE (EmbedND): turns (index, h, w) offsets into rotations
         self.previous = previous
 
-    def __deepcopy__(self, memo):
-        return self
-
-    def _ordinary(self, func, args, kwargs):
+    def ordinary(self, call: Call, rows, text_keys):
+        func, args, kwargs = call.native
+        if rows is not None:
+            args = (call.q[rows], call.k[rows], call.v[rows], *args[3:])
+        if text_keys is not None:
+            kwargs = {**kwargs, "mask": self._padding_mask(call, text_keys, kwargs.get("mask"))}
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)
+
+    @staticmethod
+    def _padding_mask(call: Call, text_keys: torch.Tensor, existing) -> torch.Tensor:
+        """An additive ``[rows, 1, 1, tokens]`` mask: -inf on each row's padded text keys."""
+        if existing is not None:
+            raise ValueError(MASK_REFUSED)
+        image = text_keys.new_ones((text_keys.shape[0], call.q.shape[2] - text_keys.shape[1]))
+        allowed = torch.cat([text_keys, image], 1)
+        mask = torch.zeros(allowed.shape, dtype=call.q.dtype, device=call.q.device)
+        return mask.masked_fill(~allowed, float("-inf"))[:, None, None, :]
+
+    def merged(self, x: torch.Tensor) -> torch.Tensor:
+        return _merged(x)
+
+    def shaped(self, call: Call, out: torch.Tensor) -> torch.Tensor:
+        if call.native[2].get("skip_output_reshape"):
+            return out.view(out.shape[0], out.shape[1], call.heads, -1).transpose(1, 2)
+        return out
+
+    def before_rebuild(self, call: Call) -> None:
+        if call.native[2].get("mask") is not None:
+            raise ValueError(MASK_REFUSED)
 
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options") or {}
         current = run_step(options)
         site = self.site_index.get((options.get("block_type"), options.get("block_index")))
-        if current is None and self.state.warn_once("outside", OUTSIDE_MCA_SAMPLER):
-            tell_the_ui(OUTSIDE_MCA_SAMPLER)
-        if current is None or site is None:
-            return self._ordinary(func, args, kwargs)
         q, k, v, heads = args[:4]
-        cache = self.state.run_cache(current.run)
-        shape = current.run.shape
-        cond_or_uncond = options["cond_or_uncond"]
-        grid = token_grid(current.run.latent_size, self.patch_size)
-        text_tokens = q.shape[2] - grid[0] * grid[1]
-        if text_tokens < 0:
-            raise ValueError(f"MCA found {q.shape[2]} tokens in a {self.state.family} attention call, fewer than "
-                             f"the latent's {grid[0]}x{grid[1]} image tokens: the latent given to the MCA Sampler "
-                             f"is not the one the model samples.")
-        rows_ok = q.shape[0] == shape.rows * len(cond_or_uncond)
-        if rows_ok and self.state.edit_mask is None and options.get("block_type") == PROBE_BLOCK_TYPE:
-            self._record_subject_map(cache, current, q, k, heads, cond_or_uncond, text_tokens, grid)
-        groups = self.state.target_groups(cache, current, site, q.shape[0], len(cond_or_uncond), grid, q.device)
-        if not groups:
-            return self._ordinary(func, args, kwargs)
-        if kwargs.get("mask") is not None:
-            raise ValueError("MCA rows cannot take an attention mask from the conditioning: remove the node that "
-                             "sets one on the prompts given to the MCA Sampler.")
+        tokens = TokenLayout(0, (0, 0))
+        if current is not None:
+            grid = token_grid(current.run.latent_size, self.patch_size)
+            tokens = TokenLayout(q.shape[2] - grid[0] * grid[1], grid)
+            if tokens.text < 0:
+                raise ValueError(f"MCA found {q.shape[2]} tokens in a {self.state.family} attention call, fewer "
+                                 f"than the latent's {grid[0]}x{grid[1]} image tokens: the latent given to the MCA "
+                                 f"Sampler is not the one the model samples.")
+        call = Call(q, k, v, heads, list(options.get("cond_or_uncond", [])), tokens, (func, args, kwargs))
+        return self.attend(call, current, site)
 
-        everything = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape)
-        rebuilt = {target for group in groups for target in group.targets}
-        untouched = tuple(target for target in range(shape.targets) if target not in rebuilt)
-        plain = everything.keep if not untouched else torch.cat(
-            [everything.keep, self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape, untouched).target])
-        kept = self._ordinary(func, (q[plain], k[plain], v[plain], *args[3:]), kwargs)
-        out = kept.new_empty((q.shape[0], *kept.shape[1:]))
-        out[plain] = kept
-        queries, values = _merged(q), _merged(v)
-        for group in groups:
-            rows = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape, group.targets)
-            keys = _merged(k)
-            if group.op is Op.SALQ and self.state.reposition:
-                keys[rows.subject, text_tokens:] = _merged(
-                    self._subject_moved(cache, current.step, k, rows, text_tokens, grid, group.targets[0]))
-            target = target_attention(group.op, queries, keys, values, rows, group.plan, heads,
-                                      text_tokens=text_tokens)
-            if kwargs.get("skip_output_reshape"):
-                target = target.view(target.shape[0], target.shape[1], heads, -1).transpose(1, 2)
-            out[rows.target] = target.to(out.dtype)
-        return out
+    def group_keys(self, call: Call, cache: RunCache, current: RunStep, group: TargetGroup, rows) -> torch.Tensor:
+        keys = _merged(call.k)
+        if group.op is Op.SALQ and self.state.reposition:
+            text = call.tokens.text
+            keys[rows.subject, text:] = _merged(self._subject_moved(cache, current.step, call.k, rows, text,
+                                                                    call.tokens.grid, group.targets[0]))
+        return keys
 
-    def _subject_moved(self, cache, step, k, rows, text_tokens, grid, target: int) -> torch.Tensor:
+    def _subject_moved(self, cache: RunCache, step, k, rows, text_tokens, grid, target: int) -> torch.Tensor:
         """The subject rows' image keys ``[chunks, heads, tokens, dim]`` moved onto the edit region: RoPE rotations
         add, so turning a key by the rotation of the shift gives the key the subject would have had there."""
         shift = self.state.subject_shift(cache, step, *grid, target)
-        rotations = cache.setdefault("rotations", {})
         key = (shift, str(k.device))
-        if key not in rotations:  # once per run and shift, not per attention call
+        if key not in cache.rotations:  # once per run and shift, not per attention call
             offset = torch.tensor([[[0.0, shift[0], shift[1]]]], device=k.device)
-            rotations[key] = self.pe_embedder(offset)  # [1, 1, 1, dim/2, 2, 2]: one rotation for every token
-        return rotate(k[rows.subject, :, text_tokens:], rotations[key])
+            cache.rotations[key] = self.pe_embedder(offset)  # [1, 1, 1, dim/2, 2, 2]: one rotation for every token
+        return rotate(k[rows.subject, :, text_tokens:], cache.rotations[key])
 
-    def _record_subject_map(self, cache, current, q, k, heads, cond_or_uncond, text_tokens, grid) -> None:
+    def observe(self, call: Call, cache: RunCache, current: RunStep, text_keys) -> None:
         """Generation: each target's image queries' attention to the subject word's text tokens (cond chunk)."""
-        if 0 not in cond_or_uncond:
+        block_type = (call.native[2].get("transformer_options") or {}).get("block_type")
+        if self.state.edit_mask is not None or block_type != PROBE_BLOCK_TYPE or 0 not in call.cond_or_uncond:
             return
-        target = self.state.cond_targets(cache, q.shape[0], cond_or_uncond, current.run.shape, q.device)
-        queries = _merged(q[target][:, :, text_tokens:])
-        keys = _merged(k[target][:, :, :text_tokens])
-        maps = token_attention_map(queries, keys, heads, self.state.subject_tokens)
-        cache["cross"].record(current.step, maps, *grid)
-
-
-# ComfyUI model config class -> the family name users know. Flux.1 Krea and Kontext load as "Flux".
-SUPPORTED = {"Flux": "Flux.1", "FluxSchnell": "Flux.1 schnell", "Chroma": "Chroma"}
+        text, grid = call.tokens.text, call.tokens.grid
+        target = self.state.cond_targets(cache, call.q.shape[0], call.cond_or_uncond, current.run.shape,
+                                         call.q.device)
+        queries = _merged(call.q[target][:, :, text:])
+        keys = _merged(call.k[target][:, :, :text])
+        maps = token_attention_map(queries, keys, call.heads, self.state.subject_tokens,
+                                   None if text_keys is None else text_keys[target])
+        cache.cross.record(current.step, maps, *grid)
 
 
 class MMDiTAdapter(ModelAdapter):
     """Flux.1 and Chroma: 16-channel latent, 2x2 patches, double blocks then single blocks."""
 
-    text_encoder_key = "t5xxl"
-    has_positions = True
+    KIND = "MMDiT"
+    # Flux.1 Krea and Kontext load as "Flux".
+    FAMILIES = {"Flux": "Flux.1", "FluxSchnell": "Flux.1 schnell", "Chroma": "Chroma"}
+    SITES = {"Flux.1": "57 (19 double + 38 single blocks)", "Flux.1 schnell": "57 (19 double + 38 single blocks)",
+             "Chroma": "57 (19 double + 38 single blocks)"}
+    LATENT = LatentLayout(channels=16, patch=2)
+    TEXT = TextFacts(encoder_key="t5xxl", repeats_short_prompts=False)
+    HAS_POSITIONS = True
+    PRESET_SOURCE = ("SALQ at every site (the paper's generation setting; FreeGraftor and Personalize Anything act on "
+                     "every block), the official step fractions, at least one step per non-empty range")
 
     @staticmethod
     def matches(diffusion_model: torch.nn.Module) -> bool:
@@ -173,9 +180,7 @@ class MMDiTAdapter(ModelAdapter):
 
     def preset_schedule(self, preset: TaskPreset) -> MCASchedule:
         """Every site (0 of the sites), the official step fractions, and never a silent zero-step range."""
-        first = preset.schedule.salq_first_site
-        return replace(preset.schedule, salq_first_site=self.preset_first_site() if first is None else first,
-                       min_one_step=True)
+        return replace(super().preset_schedule(preset), min_one_step=True)
 
     def text_width(self) -> int:
         return int(self.model.get_model_object("diffusion_model").txt_in.in_features)

@@ -1,8 +1,9 @@
 """UNet adapter (SD1.x, SD2.x, SDXL and its distilled variants): attn1 replacements at every site.
 
-Rows 0 (condition) and 1 (subject) keep ordinary attention; row 2 (target) gets SAGI, SALQ or
-ordinary attention by the schedule, the same in every cond/uncond chunk, whether ComfyUI batches the
-chunks or runs them one by one. Generation records the target's cross-attention with an attn2 patch.
+The condition and subject rows keep ordinary attention; each target row gets SAGI, SALQ or ordinary
+attention by its schedule, the same in every cond/uncond chunk, whether ComfyUI batches the chunks or runs
+them one by one (the shared body is ``hook.SiteHook``). Generation records the targets' cross-attention
+with an attn2 patch.
 """
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from typing import Callable
 import torch
 from comfy.ldm.modules import attention as comfy_attention  # looked up per call: ComfyUI may swap it
 
-from ..attention import target_attention
 from ..cross_attention_mask import token_attention_map
 from ..run import run_step
-from ..state import OUTSIDE_MCA_SAMPLER, MCAState
+from ..state import MCAState
 from ..unet_sites import AttentionSite, find_attention_sites, preset_salq_site
-from .base import ModelAdapter, tell_the_ui
+from .base import LatentLayout, ModelAdapter, TextFacts
+from .hook import Call, SiteHook, TokenLayout
 
 
 def is_unet(diffusion_model: torch.nn.Module) -> bool:
@@ -32,58 +33,26 @@ def ordinary_attention(q, k, v, extra_options: dict) -> torch.Tensor:
     )
 
 
-class MCASiteAttention:
+class MCASiteAttention(SiteHook):
     """attn1 replacement for one site; chains to a replacement another pack installed before us."""
 
     def __init__(self, state: MCAState, site: int, previous: Callable | None = None):
-        self.state = state
+        super().__init__(state)
         self.index = site
         self.previous = previous
 
-    def __deepcopy__(self, memo):
-        return self
-
-    def _ordinary(self, q, k, v, extra_options):
+    def ordinary(self, call: Call, rows, text_keys):
+        q, k, v = (x if rows is None else x[rows] for x in (call.q, call.k, call.v))
+        extra_options = call.native[0]
         if self.previous is not None:
             return self.previous(q, k, v, extra_options)
         return ordinary_attention(q, k, v, extra_options)
 
     def __call__(self, q, k, v, extra_options):
-        current = run_step(extra_options)
-        if current is None:
-            if self.state.warn_once("outside", OUTSIDE_MCA_SAMPLER):
-                tell_the_ui(OUTSIDE_MCA_SAMPLER)
-            return self._ordinary(q, k, v, extra_options)
-        cache = self.state.run_cache(current.run)
-        cond_or_uncond = extra_options["cond_or_uncond"]
         height, width = (int(side) for side in extra_options["activations_shape"][-2:])
-        groups = self.state.target_groups(cache, current, self.index, q.shape[0], len(cond_or_uncond),
-                                          (height, width), q.device)
-        if not groups:
-            return self._ordinary(q, k, v, extra_options)
-
-        shape = current.run.shape
-        layouts = [self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape, g.targets) for g in groups]
-        if self.previous is not None:
-            out = self.previous(q, k, v, extra_options).clone()
-        else:
-            out = torch.empty_like(q)
-            plain = self._plain_rows(cache, q, cond_or_uncond, shape, groups)
-            out[plain] = ordinary_attention(q[plain], k[plain], v[plain], extra_options)
-        for group, rows in zip(groups, layouts):
-            out[rows.target] = target_attention(group.op, q, k, v, rows, group.plan,
-                                                extra_options["n_heads"]).to(out.dtype)
-        return out
-
-    def _plain_rows(self, cache, q, cond_or_uncond, shape, groups) -> torch.Tensor:
-        """The rows that keep ordinary attention: conditions, subject, and the targets no group rebuilds."""
-        rebuilt = {target for group in groups for target in group.targets}
-        untouched = tuple(target for target in range(shape.targets) if target not in rebuilt)
-        everything = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape)
-        if not untouched:
-            return everything.keep
-        rest = self.state.layout(cache, q.shape[0], cond_or_uncond, q.device, shape, untouched)
-        return torch.cat([everything.keep, rest.target])
+        call = Call(q, k, v, extra_options["n_heads"], extra_options["cond_or_uncond"],
+                    TokenLayout(0, (height, width)), (extra_options,))
+        return self.attend(call, run_step(extra_options), self.index)
 
 
 def _third_level_size(original_shape) -> tuple[int, int]:
@@ -116,14 +85,27 @@ class MCACrossAttentionProbe:
         q = module.to_q(n[target])
         k = module.to_k(context[target])
         maps = token_attention_map(q, k, extra_options["n_heads"], self.state.subject_tokens)
-        cache["cross"].record(current.step, maps, height, width)
+        cache.cross.record(current.step, maps, height, width)
         return n, context, value
 
 
 class UNetAdapter(ModelAdapter):
     """Every ComfyUI UNet whose self-attention sits in spatial-transformer blocks, over a 4-channel latent."""
 
-    repeats_short_prompts = True
+    KIND = "UNet"
+    # Tested families; any other UNet of spatial-transformer blocks runs too (``serves``), named by its config.
+    FAMILIES = {"SD15": "Stable Diffusion 1.x", "SD20": "Stable Diffusion 2.x", "SDXL": "SDXL", "SSD1B": "SSD-1B",
+                "Segmind_Vega": "Segmind Vega", "KOALA_700M": "KOALA-700M", "KOALA_1B": "KOALA-1B"}
+    SITES = {"Stable Diffusion 1.x": "16", "Stable Diffusion 2.x": "16", "SDXL": "70", "SSD-1B": "34",
+             "Segmind Vega": "15", "KOALA-700M": "21", "KOALA-1B": "30"}
+    LATENT = LatentLayout(channels=4)
+    TEXT = TextFacts(encoder_key=None, repeats_short_prompts=True)
+    PRESET_SOURCE = ("the official Layer_LQ 9 of SD1.5, stated structurally: the last decoder block of the coarsest "
+                     "attention level onward")
+
+    @classmethod
+    def serves(cls, config_name: str) -> bool:
+        return True  # any UNet of spatial-transformer blocks (a fine-tune's own config class included)
 
     @staticmethod
     def matches(diffusion_model: torch.nn.Module) -> bool:
@@ -134,9 +116,6 @@ class UNetAdapter(ModelAdapter):
         if not sites:
             raise ValueError(f"this {self.family} model has no self-attention in its UNet: MCA-Ctrl has nothing "
                              f"to control.")
-        if self.latent_channels != 4:
-            raise ValueError(f"MCA-Ctrl's UNet path needs a 4-channel latent; this {self.family} model has "
-                             f"{self.latent_channels}.")
         return sites
 
     @staticmethod

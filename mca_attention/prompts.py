@@ -1,12 +1,23 @@
-"""The prompts of the MCA batch: one per row, checked against the model and stacked into one conditioning."""
+"""The prompts of the MCA batch: one per row, checked against the model and stacked into one conditioning.
+
+Rows whose prompts encode to different token counts share one batch in one of two ways, by the family's
+text rule (``TextFacts.repeats_short_prompts``):
+- CLIP (UNets): repeated to a common length, as ComfyUI itself does with its 77-token chunks;
+- T5 without padding (Chroma) and every encoder that does not pad: each row's tokens first, then zeros up to
+  the longest row (the negative joins that length, so cond and uncond still share a forward). The padding
+  goes after the row's own tokens so that token positions (generation's subject word, a text RoPE) stay
+  those of the prompt alone, and the attention hooks leave it out of every softmax of that row
+  (``run.TextSpan``): each row then computes what it computes with its own prompt alone.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from ..mca_attention.state import MCAState
-from .common import single_prompt
+from .run import TextSpan
+from .state import MCAState
 
 PER_ROW_OPTIONS = ("pooled_output",)  # stacked per row; every other option must agree across the rows
 LABEL_KEY = "mca_label"  # set by MCA Target Prompts on each of its prompts: the text, for the grid labels
@@ -16,6 +27,19 @@ SEQUENCE_OPTIONS = {"reference_latents": "reference latents (Flux Kontext / Refe
                     "area": "area conditioning (ConditioningSetArea / ConditioningSetAreaPercentage)",
                     "mask": "mask conditioning (ConditioningSetMask)"}
 PROMPT_NAMES = ("condition_prompt", "subject_prompt", "target_prompt", "negative")
+
+
+def single_prompt(conditioning: list, name: str) -> tuple[torch.Tensor, dict]:
+    """The one ``[1, tokens, dim]`` prompt of a CONDITIONING, with its options."""
+    if len(conditioning) != 1:
+        raise ValueError(
+            f"{name}: MCA needs one plain prompt per row, got a conditioning with {len(conditioning)} entries "
+            f"(from Conditioning Combine / area nodes). Connect a CLIP Text Encode output directly."
+        )
+    tensor, options = conditioning[0]
+    if tensor.shape[0] != 1:
+        raise ValueError(f"{name}: expected one prompt, got a batch of {tensor.shape[0]}")
+    return tensor, options
 
 
 def _row_options(options: list[dict], names: list[str]) -> dict:
@@ -75,6 +99,22 @@ def check_prompt_fits(state: MCAState, conditioning: list, name: str) -> None:
                              f"needs {state.pooled_width}: {encode}.")
 
 
+def check_target_prompt(state: MCAState, target: torch.Tensor, name: str = "target_prompt") -> None:
+    """Generation: the subject tokens must index the very prompt the target row receives."""
+    if state.subject_tokens and max(state.subject_tokens) >= target.shape[1]:
+        raise ValueError(f"the patch's subject token {max(state.subject_tokens)} lies beyond the {name}'s "
+                         f"{target.shape[1]} tokens: check token_indices on MCA Attention Patch.")
+    expected = state.target_text_cond
+    if expected is None:
+        return
+    same = expected.shape == target.shape and torch.allclose(
+        expected.float(), target.detach().float().cpu(), atol=1e-3 * float(expected.abs().max()), rtol=0)
+    if not same:
+        raise ValueError(f"the target_text on MCA Attention Patch is not the text of the {name} given to MCA "
+                         f"Sampler, so the subject word's tokens would point at other words. Type the same text in "
+                         f"both (and encode it with the same CLIP); several target prompts need an edit_mask.")
+
+
 def target_prompts(conditioning: list) -> list[tuple[torch.Tensor, dict]]:
     """The target prompts of a CONDITIONING: one plain prompt, or the several of MCA Target Prompts."""
     if len(conditioning) > 1 and all(LABEL_KEY in options for _, options in conditioning):
@@ -90,29 +130,44 @@ def prompt_label(options: dict, index: int) -> str:
     return options.get(LABEL_KEY) or f"prompt {index + 1}"
 
 
-def stack_rows(prompts: list[tuple[torch.Tensor, dict]], names: list[str], repeat_short: bool = True) -> list:
+@dataclass(frozen=True)
+class StackedPrompts:
+    """The batch's prompts: the positive conditioning (one row each), the negative, and the padding (if any)."""
+
+    positive: list
+    negative: list
+    text: TextSpan | None  # None: every row's text is its own
+
+
+def _padded(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], length - tensor.shape[1], *tensor.shape[2:]))], 1)
+
+
+def stack_prompts(prompts: list[tuple[torch.Tensor, dict]], names: list[str], negative: list,
+                  repeat_short: bool = True) -> StackedPrompts:
     """One conditioning entry whose batch holds the row prompts (and pooled outputs) in row order.
 
-    ``repeat_short``: prompts of different lengths are repeated to a common length, as ComfyUI does with
-    CLIP's 77-token chunks; otherwise (T5 on Flux / Chroma) they must have the same length.
+    ``repeat_short``: prompts of different lengths are repeated to a common length (CLIP); otherwise they are
+    padded after their own tokens to the longest, the negative with them (see the module docstring).
     """
     options = [{key: value for key, value in o.items() if key != LABEL_KEY} for _, o in prompts]
     for o, name in zip(options, names):
         check_sequence_options(o, name)
     tensors = [p[0] for p in prompts]
     lengths = [t.shape[1] for t in tensors]
-    if not repeat_short and len(set(lengths)) > 1:
-        listed = ", ".join(dict.fromkeys(f"{name} {length}" for name, length in zip(names, lengths)))
-        raise ValueError(f"the row prompts have different token lengths ({listed}): MCA samples the rows as one "
-                         f"batch, and this model's text tokens cannot be repeated like CLIP's. Shorten the longer "
-                         f"prompts (Flux pads every prompt to 256 T5 tokens, so prompts under that length match).")
-    tokens = math.lcm(*lengths)  # as ComfyUI pads long prompts: repeat to a common length
-    stacked = torch.cat([t.repeat(1, tokens // t.shape[1], 1) for t in tensors])
-    return [[stacked, _row_options(options, names)]]
-
-
-def row_prompts(condition: list, subject: list, target: list, repeat_short: bool = True) -> list:
-    """The official three rows' prompts ``[condition, subject, target]`` stacked (see :func:`stack_rows`)."""
-    names = list(PROMPT_NAMES[:3])
-    prompts = [single_prompt(c, name) for c, name in zip((condition, subject, target), names)]
-    return stack_rows(prompts, names, repeat_short)
+    merged = _row_options(options, names)
+    if repeat_short:
+        tokens = math.lcm(*lengths)  # as ComfyUI pads long prompts: repeat to a common length
+        stacked = torch.cat([t.repeat(1, tokens // t.shape[1], 1) for t in tensors])
+        return StackedPrompts([[stacked, merged]], negative, None)
+    if len(set(lengths)) == 1:
+        return StackedPrompts([[torch.cat(tensors), merged]], negative, None)
+    uncond = {entry[0].shape[1] for entry in negative}
+    if len(uncond) > 1:
+        raise ValueError(f"the negative holds prompts of {len(uncond)} different token lengths: connect one plain "
+                         f"text encode output as negative.")
+    length = max(*lengths, *uncond)
+    stacked = torch.cat([_padded(t, length) for t in tensors])
+    padded_negative = [[_padded(tensor, length), entry_options] for tensor, entry_options in negative]
+    span = TextSpan(length, tuple(lengths), tuple(uncond) * len(tensors))
+    return StackedPrompts([[stacked, merged]], padded_negative, span)

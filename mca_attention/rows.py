@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..mca_attention.layout import BatchShape
-from ..mca_attention.masks import as_single_mask, check_aspect, resize_mask
-from ..mca_attention.sampling import RowControl
-from ..mca_attention.state import MCAState
-from ..mca_attention.trajectory import Trajectory, check_matches_schedule, check_same_source, read_trajectory
-from .common import check_latent
+from .latents import check_latent
+from .layout import BatchShape
+from .masks import as_single_mask, check_aspect, resize_mask
+from .sampling import RowControl
+from .state import MCAState
+from .trajectory import Trajectory, check_matches_schedule, check_same_source, read_trajectory
 
 
 def _latent_batch(latent: dict, model, name: str, allow_batch: bool) -> torch.Tensor:
@@ -67,8 +67,8 @@ def shared_rows(model, state: MCAState, subject: dict, condition: dict, sigmas: 
     condition_samples = _latent_batch(condition, model, "condition", allow_batch=seeded)
     if subject_samples.shape[1:] != condition_samples.shape[1:]:
         raise ValueError(
-            f"subject latent {tuple(subject_samples.shape[2:])} and condition latent "
-            f"{tuple(condition_samples.shape[2:])} differ in size: resize both images to the same width and height."
+            f"subject latent {tuple(subject_samples.shape[-2:])} and condition latent "
+            f"{tuple(condition_samples.shape[-2:])} differ in size: resize both images to the same width and height."
         )
     subject_trajectory = read_trajectory(subject)
     if subject_trajectory is None:
@@ -90,7 +90,7 @@ def shared_rows(model, state: MCAState, subject: dict, condition: dict, sigmas: 
             raise ValueError(f"condition: the inversion holds {condition_trajectory.latents.shape[1]} images; MCA "
                              f"takes one condition image per sampler.")
         pinned_condition = condition_trajectory.row(0)
-    height, width = subject_samples.shape[2:]
+    height, width = subject_samples.shape[-2:]
     masks = (("subject_mask", state.subject_mask), ("edit_mask", state.edit_mask), ("blend_mask", blend_mask))
     for name, mask in masks:
         if mask is not None:
@@ -98,19 +98,3 @@ def shared_rows(model, state: MCAState, subject: dict, condition: dict, sigmas: 
     blend = None if blend_mask is None else latent_blend_mask(blend_mask, height, width)
     seeds = condition_samples.shape[0] if seeded and pinned_condition is None else 1
     return SharedRows(subject_trajectory.row(0), pinned_condition, blend, schedule, seeds)
-
-
-def check_target_prompt(state: MCAState, target: torch.Tensor, name: str = "target_prompt") -> None:
-    """Generation: the subject tokens must index the very prompt the target row receives."""
-    if state.subject_tokens and max(state.subject_tokens) >= target.shape[1]:
-        raise ValueError(f"the patch's subject token {max(state.subject_tokens)} lies beyond the {name}'s "
-                         f"{target.shape[1]} tokens: check token_indices on MCA Attention Patch.")
-    expected = state.target_text_cond
-    if expected is None:
-        return
-    same = expected.shape == target.shape and torch.allclose(
-        expected.float(), target.detach().float().cpu(), atol=1e-3 * float(expected.abs().max()), rtol=0)
-    if not same:
-        raise ValueError(f"the target_text on MCA Attention Patch is not the text of the {name} given to MCA "
-                         f"Sampler, so the subject word's tokens would point at other words. Type the same text in "
-                         f"both (and encode it with the same CLIP); several target prompts need an edit_mask.")

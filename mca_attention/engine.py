@@ -1,0 +1,215 @@
+"""The MCA sampling engine: the targets of one sampler call planned once, sampled in passes with the condition and
+subject rows they share, and assembled into one batch ``[conditions, subject, targets]``.
+
+Drives ComfyUI's own sampler (``comfy.sample.sample_custom``) with the MCA loop (``sampling``); knows no node.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+
+from .adapters.base import tell_the_ui
+from .batch import SamplingPass, TargetCell, TargetPlan, pass_rows, plan_targets, target_cells
+from .comfy_patch import MCAState, mca_state
+from .layout import BatchShape
+from .masks import resize_mask
+from .prompts import PROMPT_NAMES, check_prompt_fits, check_target_prompt, prompt_label, single_prompt, \
+    stack_prompts, target_prompts
+from .rows import SharedRows, shared_rows
+from .run import MCARun
+from .sampling import mca_sample_loop
+from .schedule import Op, describe_run, format_table
+
+logger = logging.getLogger(__name__)
+
+
+def patched_state(model) -> MCAState:
+    """The MCA settings of a patched model; an unpatched one is refused (it would sample a plain image)."""
+    state = mca_state(model)
+    if state is None:
+        raise ValueError("MCA Sampler needs the model from MCA Attention Patch: this MODEL is not patched, so the "
+                         "result would be a plain image with no subject transfer. Connect MODEL through MCA "
+                         "Attention Patch (LoRA or other model patches may sit before or after it).")
+    return state
+
+
+SEED_UNUSED = ("MCA Sampler: seed {seed} changes nothing in swap/add: the target starts from the inverted condition "
+               "image, so every seed gives the same image (only generation draws noise from the seed).")
+
+
+def log_schedule(state: MCAState, table: list, label: str = "") -> None:
+    """The step x site table and a one-line summary in the log; a warning when neither SAGI nor SALQ runs."""
+    summary = describe_run(table)
+    cell = f" [{label}]" if label else ""
+    logger.info("MCA on %s%s, %d steps x %d sites: %s. One line per step, one character per site (G = SAGI, "
+                "L = SALQ, . = ordinary):\n%s", state.family, cell, len(table), state.num_sites, summary,
+                format_table(table))
+    if not any(op is not Op.NONE for row in table for op in row):
+        message = (f"MCA Sampler{cell}: no SAGI and no SALQ step runs under this schedule ({summary}): the result "
+                   f"is a plain image. Widen the step ranges on MCA Attention Patch or use more steps.")
+        logger.warning(message)
+        tell_the_ui(message)
+
+
+@dataclass
+class MCAOutput:
+    """The whole batch ``[conditions, subject, targets]`` (rows), its shape, each target's edit mask and label."""
+
+    rows: torch.Tensor
+    shape: BatchShape
+    edit: list[torch.Tensor | None]
+    labels: list[str]
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.rows[self.shape.target_rows]
+
+    def edit_masks(self, factor: int) -> torch.Tensor:
+        """Each target's edit region as a MASK batch at image size (``factor`` pixels per latent cell; all zero
+        where there was none)."""
+        height, width = (int(side) * factor for side in self.rows.shape[-2:])
+        return torch.stack([torch.zeros(height, width) if edit is None else resize_mask(edit.float(), height, width)
+                            for edit in self.edit])
+
+
+def _pass_noise(single: torch.Tensor, sampling_pass: SamplingPass, cells: list[TargetCell]) -> torch.Tensor:
+    """Each row's start noise: a condition row's and a target's from their seed (the subject's is unused)."""
+    seeds = [*sampling_pass.condition_seeds, sampling_pass.condition_seeds[0],
+             *(cells[j].seed for j in sampling_pass.targets)]
+    noise = {s: comfy.sample.prepare_noise(torch.zeros_like(single), s) for s in dict.fromkeys(seeds)}
+    return torch.cat([noise[s] for s in seeds])
+
+
+def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative, subject: dict, condition: dict,
+               seed: int, cfg: float, sigmas: torch.Tensor | None = None, blend_mask=None, local_blend: bool = True,
+               make_callback=None, disable_pbar=True, targets_per_pass: int = 0) -> MCAOutput:
+    """Sample every target of a patched model with the shared condition and subject rows (see ``batch``).
+
+    The schedule is the subject trajectory's (``sigmas``, when given, must equal it). The blend mask is
+    ``blend_mask`` or the patch's edit mask when the task blends and ``local_blend`` is on.
+    ``targets_per_pass`` 0 fits as many targets in each pass as ComfyUI's free-memory estimate allows.
+    ``make_callback(steps)``, when given, returns the per-step callback (progress, preview, Cancel).
+    """
+    state = patched_state(model)
+    if not (local_blend and state.preset.local_blend):
+        blend_mask = None
+    elif blend_mask is None:
+        blend_mask = state.edit_mask
+    shared = shared_rows(model, state, subject, condition, sigmas, blend_mask)
+    targets = target_prompts(target_prompt)
+    for conditioning, name in zip((condition_prompt, subject_prompt, negative), (PROMPT_NAMES[0], PROMPT_NAMES[1],
+                                                                                PROMPT_NAMES[3])):
+        check_prompt_fits(state, conditioning, name)
+    names = [f"target prompt {i + 1}" if len(targets) > 1 else "target_prompt" for i in range(len(targets))]
+    for (tensor, options), name in zip(targets, names):
+        check_prompt_fits(state, [[tensor, options]], name)
+        if state.edit_mask is None:
+            check_target_prompt(state, tensor, name)
+    seeded = shared.condition is None
+    cells = target_cells(seed, list(state.labels), [prompt_label(o, i) for i, (_, o) in enumerate(targets)],
+                         shared.seeds, seeded)
+    if not seeded and state.warn_once(f"seed {seed}", SEED_UNUSED.format(seed=seed)):
+        tell_the_ui(SEED_UNUSED.format(seed=seed))
+    single = condition["samples"][:1]
+    per_pass = targets_per_pass or fitting_targets(model, single.shape, len(cells), seeded)
+    plan = plan_targets(cells, per_pass, seeded)
+    if len(plan.passes) > 1:
+        logger.info("MCA Sampler: %d targets in %d passes of at most %d (each pass holds the shared rows again)%s.",
+                    len(cells), len(plan.passes), per_pass, "" if targets_per_pass else
+                    ": ComfyUI's free-memory estimate does not fit them all in one batch")
+    steps = shared.sigmas.numel() - 1
+    tables = state.tables(steps, [cell.schedule for cell in cells])
+    for index, table in tables.items():
+        log_schedule(state, table, state.labels[index])
+    callback = None if make_callback is None else make_callback(steps * len(plan.passes))
+    request = PassRequest(model, state, shared, cells, tables, targets, names,
+                          single_prompt(condition_prompt, PROMPT_NAMES[0]),
+                          single_prompt(subject_prompt, PROMPT_NAMES[1]), negative, cfg, single, disable_pbar)
+    done = [request.sample(p, _offset(callback, i * steps, steps * len(plan.passes)))
+            for i, p in enumerate(plan.passes)]
+    return _assemble(done, plan)
+
+
+def _offset(callback, first: int, total: int):
+    if callback is None:
+        return None
+    return lambda step, denoised, x, _steps: callback(first + step, denoised, x, total)
+
+
+@dataclass(frozen=True)
+class PassRequest:
+    """What every pass of one sampler call shares: the model, the shared rows, the targets and their prompts."""
+
+    model: object
+    state: MCAState
+    shared: SharedRows
+    cells: list[TargetCell]
+    tables: dict  # schedule cell -> its op table (built once per sampler call)
+    targets: list  # the target prompts, (tensor, options) each
+    names: list[str]  # their names in error messages
+    condition_prompt: tuple
+    subject_prompt: tuple
+    negative: list
+    cfg: float
+    single: torch.Tensor  # one latent of the output size, for the noise
+    disable_pbar: bool
+
+    def sample(self, sampling_pass: SamplingPass, callback) -> tuple[SamplingPass, torch.Tensor, list]:
+        """One sampler call: the rows of ``sampling_pass`` and each of its targets' edit mask at the end."""
+        shape, cells, state = sampling_pass.shape, self.cells, self.state
+        rows = [self.condition_prompt] * shape.conditions + [self.subject_prompt] + [
+            self.targets[cells[j].prompt] for j in sampling_pass.targets]
+        row_names = [PROMPT_NAMES[0]] * shape.conditions + [PROMPT_NAMES[1]] + [
+            self.names[cells[j].prompt] for j in sampling_pass.targets]
+        prompts = stack_prompts(rows, row_names, self.negative, repeat_short=state.repeats_short_prompts)
+        run = MCARun(total_steps=self.shared.sigmas.numel() - 1, shape=shape,
+                     cells=tuple(cells[j].schedule for j in sampling_pass.targets), tables=self.tables,
+                     text=prompts.text)
+        noise = _pass_noise(self.single, sampling_pass, cells)
+        loop = comfy.samplers.KSAMPLER(mca_sample_loop,
+                                       extra_options={"control": self.shared.control(shape), "run": run})
+        out = comfy.sample.sample_custom(self.model, noise, self.cfg, loop, self.shared.sigmas, prompts.positive,
+                                         prompts.negative, torch.zeros_like(noise), callback=callback,
+                                         disable_pbar=self.disable_pbar, seed=cells[sampling_pass.targets[0]].seed)
+        if state.edit_mask is not None:
+            return sampling_pass, out, [state.edit_mask] * shape.targets
+        masks = state.run_cache(run).cross.mask_before(run.total_steps)
+        return sampling_pass, out, [None] * shape.targets if masks is None else list(masks)
+
+
+def _assemble(done: list, plan: TargetPlan) -> MCAOutput:
+    """The passes' rows as one batch ``[conditions, subject, targets]`` (shared rows from their first pass)."""
+    whole, cells = plan.whole, plan.cells
+    first_pass, first_rows, _ = done[0]
+    rows = [None] * whole.shape.rows
+    rows[whole.shape.subject] = first_rows[first_pass.shape.subject]
+    edits = [None] * len(cells)
+    for sampling_pass, out, pass_edits in done:
+        for i, condition_seed in enumerate(sampling_pass.condition_seeds):
+            row = whole.condition_seeds.index(condition_seed)
+            rows[row] = out[i] if rows[row] is None else rows[row]
+        for position, j in enumerate(sampling_pass.targets):
+            rows[whole.shape.target_row(j)] = out[sampling_pass.shape.target_row(position)]
+            edits[j] = pass_edits[position]
+    return MCAOutput(torch.stack(rows), whole.shape, edits, [cell.label for cell in cells])
+
+
+def fitting_targets(model, latent_shape, targets: int, seeded: bool) -> int:
+    """The most targets (up to ``targets``) whose pass fits ComfyUI's free-memory estimate, at least 1.
+
+    As ComfyUI batches cond and uncond: a pass fits when its rows' ``memory_required`` x 1.5 is below the
+    free memory of the model's device, counting the weights still to be loaded.
+    """
+    device = model.load_device
+    free = comfy.model_management.get_free_memory(device) - max(0, model.model_size() - model.loaded_size())
+    for count in range(targets, 0, -1):
+        shape = [pass_rows(count, seeded), *latent_shape[1:]]
+        if model.memory_required(shape) * 1.5 < free:
+            return count
+    return 1
