@@ -119,11 +119,22 @@ def centre(flat, height, width):
     return rows.double().mean(), columns.double().mean()
 
 
-def dense_joint_expected(call: dict, ops, subject_mask, edit_mask, rope=None, shape=None):
+def own_text(call: dict, lengths: dict | None, row: int) -> torch.Tensor:
+    """``[text]`` bool: the text tokens that are row ``row``'s own prompt (``lengths``: chunk kind (0 cond, 1
+    uncond) -> each row's prompt length; None: every text token)."""
+    text = call["text_tokens"]
+    if lengths is None:
+        return torch.ones(text, dtype=torch.bool)
+    per_chunk = len(lengths[0])
+    own = lengths[call["cond_or_uncond"][row // per_chunk]][row % per_chunk]
+    return torch.arange(text) < own
+
+
+def dense_joint_expected(call: dict, ops, subject_mask, edit_mask, rope=None, shape=None, lengths=None):
     """The paper's rules carried over to joint attention, as the issue states them, for one recorded call.
 
     Output ``[B, L, H*d]``. Every row and the target's text queries: ordinary attention over the row's own
-    sequence. Target image queries: SALQ over [target text; subject image in subject_mask] and [target text;
+    sequence. With ``lengths`` (prompts padded to one length) a row's padded text keys are in no key set. Target image queries: SALQ over [target text; subject image in subject_mask] and [target text;
     condition image outside edit_mask]; SAGI the subject's / condition's own image queries over [own text;
     own image keys in the same regions]; blended by the edit mask. An empty image key set means all image keys.
     """
@@ -138,12 +149,13 @@ def dense_joint_expected(call: dict, ops, subject_mask, edit_mask, rope=None, sh
         moved = k.double().clone()
         for _, s, _, _ in target_rows(call, shape):
             moved[s, :, text:] = rope_rotation(k[s, :, text:], shift, *rope)
-    every = torch.ones(length, dtype=torch.bool)
-    out = torch.cat([_heads_first_dense(q[r:r + 1], k[r:r + 1], v[r:r + 1], every) for r in range(batch)])
+    image = torch.ones(length - text, dtype=torch.bool)
+    out = torch.cat([_heads_first_dense(q[r:r + 1], k[r:r + 1], v[r:r + 1], torch.cat([own_text(call, lengths, r),
+                                                                                        image]))
+                     for r in range(batch)])
     grid = call["grid"]
     subject, edit = mask_at(subject_mask, *grid), mask_at(edit_mask, *grid)
     weight = edit.double().view(1, 1, -1, 1)
-    with_text = torch.ones(text, dtype=torch.bool)
     for c, s, t, j in target_rows(call, shape):
         op = _op_of(ops, j)
         if op is Op.NONE:
@@ -156,7 +168,7 @@ def dense_joint_expected(call: dict, ops, subject_mask, edit_mask, rope=None, sh
             values = torch.cat([v[text_row:text_row + 1, :, :text], v[image_row:image_row + 1, :, text:]], 2)
             allowed = allowed_image if bool(allowed_image.any()) else torch.ones_like(allowed_image)
             return _heads_first_dense(q[query_row:query_row + 1, :, text:], keys, values,
-                                      torch.cat([with_text, allowed]))
+                                      torch.cat([own_text(call, lengths, text_row), allowed]))
 
         if op is Op.SALQ:
             fg, bg = region(t, t, s, subject > 0.5), region(t, t, c, edit <= 0.5)
@@ -188,13 +200,14 @@ def recording_override(model, calls: list, token_grid):
     return recorder
 
 
-def check_joint_calls(calls: list, expected_op, subject_mask, edit_mask, rope=None, shape=None) -> set:
+def check_joint_calls(calls: list, expected_op, subject_mask, edit_mask, rope=None, shape=None,
+                      lengths=None) -> set:
     """Every recorded joint-attention output equals the dense formula for its (step, site) op."""
     seen = set()
     for call in calls:
         op = expected_op(call["step"], call["key"])
         seen.update({op} if isinstance(op, Op) else set(op))
-        expected = dense_joint_expected(call, op, subject_mask, edit_mask, rope, shape)
+        expected = dense_joint_expected(call, op, subject_mask, edit_mask, rope, shape, lengths)
         torch.testing.assert_close(call["out"].double(), expected,
                                    atol=2e-5, rtol=1e-4,
                                    msg=lambda m, call=call, op=op: f"step {call['step']} {call['key']} {op}: {m}")
