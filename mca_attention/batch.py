@@ -54,9 +54,10 @@ def target_cells(seed: int, schedule_labels: list[str], prompt_labels: list[str]
 
 @dataclass(frozen=True)
 class SamplingPass:
-    """The targets (indices into the cells) of one sampler call, its row shape and each condition row's seed."""
+    """The cells (indices into the call's target cells) of one sampler call, its row shape and each condition row's
+    seed."""
 
-    targets: tuple[int, ...]
+    cells: tuple[int, ...]
     shape: BatchShape
     condition_seeds: tuple[int, ...]
 
@@ -71,10 +72,10 @@ def plan_passes(cells: list[TargetCell], per_pass: int, seeded: bool) -> list[Sa
         raise ValueError(f"targets per pass must be at least 1, got {per_pass}")
     passes = []
     for first in range(0, len(cells), per_pass):
-        targets = tuple(range(first, min(first + per_pass, len(cells))))
-        seeds = list(dict.fromkeys(cells[j].seed for j in targets)) if seeded else [cells[targets[0]].seed]
-        target_condition = tuple(seeds.index(cells[j].seed) if seeded else 0 for j in targets)
-        passes.append(SamplingPass(targets, BatchShape(len(seeds), target_condition), tuple(seeds)))
+        chosen = tuple(range(first, min(first + per_pass, len(cells))))
+        seeds = list(dict.fromkeys(cells[j].seed for j in chosen)) if seeded else [cells[chosen[0]].seed]
+        target_condition = tuple(seeds.index(cells[j].seed) if seeded else 0 for j in chosen)
+        passes.append(SamplingPass(chosen, BatchShape(len(seeds), target_condition), tuple(seeds)))
     return passes
 
 

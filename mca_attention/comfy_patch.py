@@ -22,7 +22,7 @@ STATE_KEY = "mca_ctrl"
 
 def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedule | Sequence[MCASchedule],
                 subject_mask: torch.Tensor, edit_mask: torch.Tensor | None,
-                subject: SubjectWords | list[int] | None = None, reposition: bool = False,
+                subject: SubjectWords | list[int] | None = None, move_subject: bool = False,
                 labels: Sequence[str] | None = None):
     """A clone of ``model`` (a ComfyUI ModelPatcher) with MCA attention at every self-attention site.
 
@@ -34,10 +34,10 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
     tokens: ``subject`` gives them as positions in the target prompt, or as :class:`SubjectWords` read with
     the model's own tokenizer (the encoded target prompt is kept, for the sampler's same-prompt check).
 
-    ``reposition`` (RoPE models): SALQ sees the subject's image keys moved onto the edit region.
+    ``move_subject`` (RoPE models): SALQ sees the subject's image keys moved onto the edit region.
     """
     adapter = model_adapter(model)
-    if reposition and not adapter.HAS_POSITIONS:
+    if move_subject and not adapter.HAS_POSITIONS:
         raise ValueError(f"subject_position 'edit region' moves RoPE positions, which this {adapter.family} model's "
                          f"attention has none of: set subject_position to 'own'.")
     sites = len(adapter.sites)
@@ -45,7 +45,7 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
         schedules, labels = resolve_schedules(adapter.preset_schedule(preset), schedule, sites, adapter.family)
     else:
         given = (schedule,) if isinstance(schedule, MCASchedule) else tuple(schedule)
-        schedules = given_schedules(given, adapter.preset_first_site(), sites, adapter.family)
+        schedules = given_schedules(given, adapter.preset_salq_first_site(), sites, adapter.family)
         labels = tuple(labels) if labels is not None else ("",) * len(schedules)
     if not schedules or len(labels) != len(schedules):
         raise ValueError(f"MCA Attention Patch needs at least one schedule and one label per schedule, got "
@@ -77,7 +77,7 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
         source=model_source(model),
         text_width=adapter.text_width(),
         pooled_width=adapter.pooled_width(),
-        reposition=reposition,
+        move_subject=move_subject,
     )
     patched = model.clone()
     adapter.install(patched, state)

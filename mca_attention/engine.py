@@ -63,25 +63,25 @@ class MCAOutput:
 
     rows: torch.Tensor
     shape: BatchShape
-    edit: list[torch.Tensor | None]
+    edit_masks: list[torch.Tensor | None]  # each target's, at latent size; None where none was derived
     labels: list[str]
 
     @property
     def targets(self) -> torch.Tensor:
         return self.rows[self.shape.target_rows]
 
-    def edit_masks(self, factor: int) -> torch.Tensor:
+    def edit_mask_images(self, factor: int) -> torch.Tensor:
         """Each target's edit region as a MASK batch at image size (``factor`` pixels per latent cell; all zero
         where there was none)."""
         height, width = (int(side) * factor for side in self.rows.shape[-2:])
         return torch.stack([torch.zeros(height, width) if edit is None else resize_mask(edit.float(), height, width)
-                            for edit in self.edit])
+                            for edit in self.edit_masks])
 
 
 def _pass_noise(single: torch.Tensor, sampling_pass: SamplingPass, cells: list[TargetCell]) -> torch.Tensor:
     """Each row's start noise: a condition row's and a target's from their seed (the subject's is unused)."""
     seeds = [*sampling_pass.condition_seeds, sampling_pass.condition_seeds[0],
-             *(cells[j].seed for j in sampling_pass.targets)]
+             *(cells[j].seed for j in sampling_pass.cells)]
     noise = {s: comfy.sample.prepare_noise(torch.zeros_like(single), s) for s in dict.fromkeys(seeds)}
     return torch.cat([noise[s] for s in seeds])
 
@@ -102,17 +102,17 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     elif blend_mask is None:
         blend_mask = state.edit_mask
     shared = shared_rows(model, state, subject, condition, sigmas, blend_mask)
-    targets = target_prompts(target_prompt)
+    prompts = target_prompts(target_prompt)
     for conditioning, name in zip((condition_prompt, subject_prompt, negative), (PROMPT_NAMES[0], PROMPT_NAMES[1],
                                                                                 PROMPT_NAMES[3])):
         check_prompt_fits(state, conditioning, name)
-    names = [f"target prompt {i + 1}" if len(targets) > 1 else "target_prompt" for i in range(len(targets))]
-    for (tensor, options), name in zip(targets, names):
+    names = [f"target prompt {i + 1}" if len(prompts) > 1 else "target_prompt" for i in range(len(prompts))]
+    for (tensor, options), name in zip(prompts, names):
         check_prompt_fits(state, [[tensor, options]], name)
         if state.edit_mask is None:
             check_target_prompt(state, tensor, name)
     seeded = shared.condition is None
-    cells = target_cells(seed, list(state.labels), [prompt_label(o, i) for i, (_, o) in enumerate(targets)],
+    cells = target_cells(seed, list(state.labels), [prompt_label(o, i) for i, (_, o) in enumerate(prompts)],
                          shared.seeds, seeded)
     if not seeded and state.warn_once(f"seed {seed}", SEED_UNUSED.format(seed=seed)):
         tell_the_ui(SEED_UNUSED.format(seed=seed))
@@ -128,7 +128,7 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     for index, table in tables.items():
         log_schedule(state, table, state.labels[index])
     callback = None if make_callback is None else make_callback(steps * len(plan.passes))
-    request = PassRequest(model, state, shared, cells, tables, targets, names,
+    request = PassRequest(model, state, shared, cells, tables, prompts, names,
                           single_prompt(condition_prompt, PROMPT_NAMES[0]),
                           single_prompt(subject_prompt, PROMPT_NAMES[1]), negative, cfg, single, disable_pbar)
     done = [request.sample(p, _offset(callback, i * steps, steps * len(plan.passes)))
@@ -151,7 +151,7 @@ class PassRequest:
     shared: SharedRows
     cells: list[TargetCell]
     tables: dict  # schedule cell -> its op table (built once per sampler call)
-    targets: list  # the target prompts, (tensor, options) each
+    prompts: list  # the target prompts, (tensor, options) each
     names: list[str]  # their names in error messages
     condition_prompt: tuple
     subject_prompt: tuple
@@ -164,19 +164,19 @@ class PassRequest:
         """One sampler call: the rows of ``sampling_pass`` and each of its targets' edit mask at the end."""
         shape, cells, state = sampling_pass.shape, self.cells, self.state
         rows = [self.condition_prompt] * shape.conditions + [self.subject_prompt] + [
-            self.targets[cells[j].prompt] for j in sampling_pass.targets]
+            self.prompts[cells[j].prompt] for j in sampling_pass.cells]
         row_names = [PROMPT_NAMES[0]] * shape.conditions + [PROMPT_NAMES[1]] + [
-            self.names[cells[j].prompt] for j in sampling_pass.targets]
+            self.names[cells[j].prompt] for j in sampling_pass.cells]
         prompts = stack_prompts(rows, row_names, self.negative, repeat_short=state.repeats_short_prompts)
         run = MCARun(total_steps=self.shared.sigmas.numel() - 1, shape=shape,
-                     cells=tuple(cells[j].schedule for j in sampling_pass.targets), tables=self.tables,
+                     cells=tuple(cells[j].schedule for j in sampling_pass.cells), tables=self.tables,
                      text=prompts.text)
         noise = _pass_noise(self.single, sampling_pass, cells)
         loop = comfy.samplers.KSAMPLER(mca_sample_loop,
                                        extra_options={"control": self.shared.control(shape), "run": run})
         out = comfy.sample.sample_custom(self.model, noise, self.cfg, loop, self.shared.sigmas, prompts.positive,
                                          prompts.negative, torch.zeros_like(noise), callback=callback,
-                                         disable_pbar=self.disable_pbar, seed=cells[sampling_pass.targets[0]].seed)
+                                         disable_pbar=self.disable_pbar, seed=cells[sampling_pass.cells[0]].seed)
         if state.edit_mask is not None:
             return sampling_pass, out, [state.edit_mask] * shape.targets
         masks = state.run_cache(run).cross.mask_before(run.total_steps)
@@ -194,21 +194,21 @@ def _assemble(done: list, plan: TargetPlan) -> MCAOutput:
         for i, condition_seed in enumerate(sampling_pass.condition_seeds):
             row = whole.condition_seeds.index(condition_seed)
             rows[row] = out[i] if rows[row] is None else rows[row]
-        for position, j in enumerate(sampling_pass.targets):
+        for position, j in enumerate(sampling_pass.cells):
             rows[whole.shape.target_row(j)] = out[sampling_pass.shape.target_row(position)]
             edits[j] = pass_edits[position]
     return MCAOutput(torch.stack(rows), whole.shape, edits, [cell.label for cell in cells])
 
 
-def fitting_targets(model, latent_shape, targets: int, seeded: bool) -> int:
-    """The most targets (up to ``targets``) whose pass fits ComfyUI's free-memory estimate, at least 1.
+def fitting_targets(model, latent_shape, most: int, seeded: bool) -> int:
+    """The most targets (up to ``most``) whose pass fits ComfyUI's free-memory estimate, at least 1.
 
     As ComfyUI batches cond and uncond: a pass fits when its rows' ``memory_required`` x 1.5 is below the
     free memory of the model's device, counting the weights still to be loaded.
     """
     device = model.load_device
     free = comfy.model_management.get_free_memory(device) - max(0, model.model_size() - model.loaded_size())
-    for count in range(targets, 0, -1):
+    for count in range(most, 0, -1):
         shape = [pass_rows(count, seeded), *latent_shape[1:]]
         if model.memory_required(shape) * 1.5 < free:
             return count

@@ -63,7 +63,7 @@ class MCAState:
     source: dict | None = None  # the model's family, latent format and sampling type (inversions must match)
     text_width: int | None = None  # the width of the text tokens the model reads
     pooled_width: int | None = None  # the pooled text vector it needs: its width, 0 = unknown width, None = none
-    reposition: bool = False  # RoPE models: SALQ sees the subject's keys moved onto the edit region
+    move_subject: bool = False  # RoPE models: SALQ sees the subject's keys moved onto the edit region
     labels: tuple[str, ...] = ("",)  # per schedule cell: what it changes, e.g. "sagi_end=0.05" (grid labels)
     trace: list | None = None  # when a list, every call appends (step, site, ops per target, chunks): for tests
     _warned: set = field(default_factory=set, repr=False)

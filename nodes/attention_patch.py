@@ -10,7 +10,7 @@ from ..mca_attention.subject_words import SubjectWords
 from ..mca_attention.tasks import PRESETS, Task
 from .common import CATEGORY
 
-SUBJECT_POSITIONS = {"own": False, "edit region": True}  # widget value -> patch_model's reposition
+SUBJECT_POSITIONS = {"own": False, "edit region": True}  # widget value -> patch_model's move_subject
 SITE_COUNTS = "; ".join(f"{name} {count}" for adapter in ADAPTERS for name, count in adapter.SITES.items())
 POSITION_FAMILIES = ", ".join(family_list(adapter) for adapter in ADAPTERS if adapter.HAS_POSITIONS)
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class MCAAttentionPatch:
                                "the model on (sites in call order: a UNet's encoder, middle, decoder; a DiT's blocks; "
                                "0 = every site). -1 uses the preset: every site for generation and on DiTs; for "
                                "swap/add on a UNet the last decoder block of the coarsest level onward (the official "
-                               "site 9 of 16 on SD1.5)."}),
+                               "site 9 of 16 on Stable Diffusion 1.x)."}),
                 "salq_first_site": ("INT", {
                     "default": -1, "min": -1, "max": 1000,
                     "tooltip": "Advanced: Layer_LQ as a raw site index (overrides salq_sites; -1 = off). Site "
@@ -96,7 +96,7 @@ class MCAAttentionPatch:
                         salq_sites=salq_sites, salq_first_site=salq_first_site)
         patched = patch_model(model, PRESETS[Task(preset)], ScheduleRequest(settings, tuple(sweep)), subject_mask,
                               edit_mask, SubjectWords(clip, target_text, subject_words, token_indices),
-                              reposition=SUBJECT_POSITIONS[subject_position])
+                              move_subject=SUBJECT_POSITIONS[subject_position])
         state = mca_state(patched)
         logger.info("MCA Attention Patch: %s model, %d self-attention sites, %s preset, %d schedule cell(s), SALQ "
                     "from site %s; the MCA Sampler logs the step x site table.", state.family, state.num_sites, preset,

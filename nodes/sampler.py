@@ -66,7 +66,7 @@ class MCASampler:
                          cfg, sigmas, blend_mask=blend_mask, local_blend=local_blend,
                          make_callback=lambda steps: sampling_callback(model, steps), disable_pbar=False,
                          targets_per_pass=targets_per_pass)
-        return ({"samples": out.targets}, {"samples": out.rows}, out.edit_masks(latent_layout(model).factor),
+        return ({"samples": out.targets}, {"samples": out.rows}, out.edit_mask_images(latent_layout(model).factor),
                 "\n".join(out.labels))
 
 

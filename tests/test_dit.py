@@ -171,7 +171,7 @@ def test_subject_moved_onto_the_edit_region_matches_the_dense_formula(dit):
     _, model, prompt = dit
     calls = []
     corner = square_mask(64, 0, 32)  # token rows/columns 0-1 of 4: one token up and left of the subject's centre
-    moved = patch_model(model, PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK, corner, reposition=True)
+    moved = patch_model(model, PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK, corner, move_subject=True)
     out = sample_rows(recording_override(moved, calls, grid_of), prompt, cfg=3.0)
     params = model.get_model_object("diffusion_model").params
     assert check_joint_calls(calls, expected_op, SUBJECT_MASK, corner,
@@ -185,7 +185,7 @@ def test_subject_moved_onto_the_edit_region_matches_the_dense_formula(dit):
 def test_moving_the_subject_is_refused_on_a_unet(pack):
     with pytest.raises(ValueError, match="subject_position 'edit region' moves RoPE positions.*set subject_position"):
         patch_model(random_models.tiny_sd15_model(), PRESETS[Task.SWAP], MCASchedule(**SCHEDULE_KW), SUBJECT_MASK,
-                    EDIT_MASK, reposition=True)
+                    EDIT_MASK, move_subject=True)
 
 
 def test_never_firing_schedule_equals_the_unpatched_model_exactly(dit):
@@ -335,7 +335,7 @@ def test_swap_and_add_keep_the_background_and_move_the_subject(dit, task):
                       EDIT_MASK)
     never = patch_model(model, PRESETS[task], MCASchedule(0.0, 0.0, 0.0, 0.0, 0), SUBJECT_MASK, EDIT_MASK)
     out = sampler.mca_sample(mca, *args)
-    rows, edit = out.rows, out.edit[0]
+    rows, edit = out.rows, out.edit_masks[0]
     plain = sampler.mca_sample(never, *args).rows
     inside = torch.nn.functional.interpolate(EDIT_MASK[None], size=LATENT, mode="nearest")[0, 0] > 0.5
     torch.testing.assert_close(rows[TARGET][:, ~inside], clean[0][:, ~inside], atol=1e-4, rtol=1e-4)
@@ -383,7 +383,7 @@ def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_
         state = mca_state(mca)
         state.trace = []
         out = sampler.mca_sample(mca, prompt(1), prompt(2), prompt(3), prompt(9), subject, empty, 7, 1.0)
-        rows, edit = out.rows, out.edit[0]
+        rows, edit = out.rows, out.edit_masks[0]
         assert edit is not None and edit.shape == (4, 4) and torch.isfinite(rows).all()
         ops = {(step, op) for step, _, (op,), _ in state.trace}
         assert (0, Op.NONE) in ops and (1, Op.SALQ) in ops, "no region before the first step's maps, then SALQ"

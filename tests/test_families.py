@@ -207,7 +207,7 @@ def test_swap_add_and_generation_run_on_every_family(family, task):
     condition, clean = ({"samples": torch.zeros(1, 4, 8, 8)}, None) if task is Task.GENERATION else inverted(model, 2)
     out = sampler.mca_sample(patched, prompt(name, 1), prompt(name, 2), prompt(name, 3), prompt(name, 9),
                              subject, condition, 0, 5.0)
-    rows, edit_used = out.rows, out.edit[0]
+    rows, edit_used = out.rows, out.edit_masks[0]
     assert rows.shape == (3, 4, 8, 8) and torch.isfinite(rows).all()
     assert edit_used is not None and edit_used.dim() == 2
     if task is not Task.GENERATION:  # local blend: outside the edit mask, the condition image

@@ -127,7 +127,7 @@ def test_each_target_equals_its_cell_run_alone(pack, monkeypatch, family_name, t
                                    msg=lambda m, j=j: f"target {j} differs from its cell run alone: {m}")
         if generation:
             torch.testing.assert_close(batch.rows[j], alone.rows[0], atol=family.tolerance * scale, rtol=0)
-            torch.testing.assert_close(batch.edit[j], alone.edit[0], atol=10 * family.tolerance, rtol=0,
+            torch.testing.assert_close(batch.edit_masks[j], alone.edit_masks[0], atol=10 * family.tolerance, rtol=0,
                                        msg="each target derives its own edit region")
     differences = [float((batch.targets[i] - batch.targets[j]).abs().max()) for i, j in ((0, 1), (1, 2), (0, 2))]
     assert min(differences) > 100 * family.tolerance * float(batch.rows.abs().max()), f"cells too alike: {differences}"
@@ -195,7 +195,7 @@ def test_targets_split_into_passes_keep_their_results_and_say_so(pack, caplog):
     torch.testing.assert_close(parts.rows, whole.rows, atol=TOLERANCE * scale, rtol=0)
     assert parts.labels == whole.labels == [f"cell {j}, seed={3 + j}" for j in range(5)]
     passes = plan_passes(target_cells(3, [""] * 5, ["p"], 5, seeded=True), 2, seeded=True)
-    assert [p.targets for p in passes] == [(0, 1), (2, 3), (4,)]
+    assert [p.cells for p in passes] == [(0, 1), (2, 3), (4,)]
     assert [p.shape.rows for p in passes] == [5, 5, 3]
 
 

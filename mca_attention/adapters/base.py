@@ -98,14 +98,14 @@ class ModelAdapter(ABC):
         """Every self-attention site in the order the model calls them."""
 
     @abstractmethod
-    def preset_first_site(self) -> int:
+    def preset_salq_first_site(self) -> int:
         """Layer_LQ for swap/add on this family when the user leaves it to the preset."""
 
     def preset_schedule(self, preset: TaskPreset) -> MCASchedule:
         """The task's schedule as this family runs it, Layer_LQ made concrete (the family's site unless the task
         fixes one)."""
         first = preset.schedule.salq_first_site
-        return replace(preset.schedule, salq_first_site=self.preset_first_site() if first is None else first)
+        return replace(preset.schedule, salq_first_site=self.preset_salq_first_site() if first is None else first)
 
     @abstractmethod
     def install(self, patched, state) -> None:

@@ -108,7 +108,7 @@ class JointAttention(SiteHook):
 
     def group_keys(self, call: Call, cache: RunCache, current: RunStep, group: TargetGroup, rows) -> torch.Tensor:
         keys = _merged(call.k)
-        if group.op is Op.SALQ and self.state.reposition:
+        if group.op is Op.SALQ and self.state.move_subject:
             text = call.tokens.text
             keys[rows.subject, text:] = _merged(self._subject_moved(cache, current.step, call.k, rows, text,
                                                                     call.tokens.grid, group.targets[0]))
@@ -175,7 +175,7 @@ class MMDiTAdapter(ModelAdapter):
         """Two tokens a side: 2 x 2 patches."""
         return 2 * int(diffusion_model.patch_size)
 
-    def preset_first_site(self) -> int:
+    def preset_salq_first_site(self) -> int:
         return 0
 
     def preset_schedule(self, preset: TaskPreset) -> MCASchedule:

@@ -125,7 +125,7 @@ class UNetAdapter(ModelAdapter):
 
         return 2 ** sum(isinstance(module, Downsample) for module in diffusion_model.input_blocks.modules())
 
-    def preset_first_site(self) -> int:
+    def preset_salq_first_site(self) -> int:
         return preset_salq_site(self.sites)
 
     def text_width(self) -> int:
