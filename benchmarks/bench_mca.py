@@ -182,7 +182,7 @@ def runtime() -> tuple[dict, torch.device, torch.dtype]:
     device = comfy.model_management.get_torch_device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     mods = {name: importlib.import_module(f"mca_ctrl.{name}") for name in
-            ("nodes.sampler", "nodes.ddim_invert", "nodes.common", "mca_attention.comfy_patch",
+            ("mca_attention.engine", "mca_attention.invert", "mca_attention.comfy_patch",
              "mca_attention.schedule", "mca_attention.tasks", "mca_attention.run", "mca_attention.attention",
              "mca_attention.masks", "mca_attention.adapters")}
     return mods, device, dtype
@@ -209,12 +209,12 @@ def bench_sampling(family: Family, model, mods, device, size: int, steps: int, r
     import comfy.sample
 
     latent_size = size // 8
-    common, invert, sampler = mods["nodes.common"], mods["nodes.ddim_invert"], mods["nodes.sampler"]
+    invert, sampler = mods["mca_attention.invert"], mods["mca_attention.engine"]
     swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
     adapter = mods["mca_attention.adapters"].model_adapter(model)
     patch = mods["mca_attention.comfy_patch"].patch_model(
         model, swap, adapter.preset_schedule(swap), square(size, 0.25, 0.75), square(size, 0.125, 0.625))
-    sigmas = common.schedule_sigmas(model, steps, None)
+    sigmas = invert.schedule_sigmas(model, steps, None)
     empty = prompt(family, 0)
     channels = family.latent_channels
     images = [torch.randn(1, channels, latent_size, latent_size, generator=torch.Generator().manual_seed(s))
@@ -271,7 +271,7 @@ def bench_cells(family: Family, model, mods, device, size: int, steps: int, repe
     """N schedule cells of one swap item: one pass (N targets against the shared condition and subject rows)
     vs N separate single-schedule runs, interleaved; and the largest difference between their targets."""
     latent_size = size // 8
-    common, invert, sampler = mods["nodes.common"], mods["nodes.ddim_invert"], mods["nodes.sampler"]
+    invert, sampler = mods["mca_attention.invert"], mods["mca_attention.engine"]
     comfy_patch = mods["mca_attention.comfy_patch"]
     swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
     adapter = mods["mca_attention.adapters"].model_adapter(model)
@@ -281,7 +281,7 @@ def bench_cells(family: Family, model, mods, device, size: int, steps: int, repe
     one_patch = comfy_patch.patch_model(model, swap, schedules, subject_mask, edit_mask, labels=labels)
     separate_patches = [comfy_patch.patch_model(model, swap, s, subject_mask, edit_mask, labels=[label])
                         for s, label in zip(schedules, labels)]
-    sigmas = common.schedule_sigmas(model, steps, None)
+    sigmas = invert.schedule_sigmas(model, steps, None)
     empty = prompt(family, 0)
     images = [torch.randn(1, family.latent_channels, latent_size, latent_size,
                           generator=torch.Generator().manual_seed(s)) for s in (1, 2)]

@@ -1,48 +1,9 @@
 """MCA DDIM Invert: a real image's latent -> its inverted noise plus the whole trajectory."""
 from __future__ import annotations
 
-import torch
-
-import comfy.sample
-import comfy.samplers
-
-from ..mca_attention.adapters import model_source
-from ..mca_attention.inversion import ddim_inversion_walk
-from ..mca_attention.trajectory import TRAJECTORY_KEY, from_inversion
-from ..mca_attention.latents import check_latent
-from .common import CATEGORY, is_flow_model, schedule_sigmas
+from ..mca_attention.invert import invert_latent, schedule_sigmas
+from .common import CATEGORY
 from .progress import sampling_callback
-
-
-def same_prompt(positive: list, negative: list) -> bool:
-    """True when CFG would be wasted work: cond and uncond are the very same prompt."""
-    if len(positive) != len(negative):
-        return False
-    return all(p[0].shape == n[0].shape and torch.equal(p[0], n[0]) for p, n in zip(positive, negative))
-
-
-def invert_latent(model, samples: torch.Tensor, positive: list, negative: list, cfg: float,
-                  sigmas: torch.Tensor, callback=None, disable_pbar: bool = True,
-                  skip_identical_uncond: bool = True) -> dict:
-    """Run the inversion walk inside ComfyUI's sampler machinery; returns a LATENT dict.
-
-    The walk follows the model's own parametrisation (eps / v, or flow matching for CONST models).
-    The inverted latent is the walk's last state taken out of the model's latent space: ComfyUI's
-    closing ``inverse_noise_scaling`` divides by ``1 - sigma``, which a flow walk ending at sigma 1 cannot.
-    """
-    check_latent(samples, model, "latent")
-    ascending = sigmas.flip(0)
-    if skip_identical_uncond and same_prompt(positive, negative):
-        cfg = 1.0  # identical cond and uncond: CFG changes nothing, so skip the uncond pass
-    states: list[torch.Tensor] = []
-    sampler = comfy.samplers.KSAMPLER(ddim_inversion_walk,
-                                      extra_options={"trajectory": states, "flow": is_flow_model(model)})
-    noise = torch.zeros_like(samples)
-    comfy.sample.sample_custom(model, noise, cfg, sampler, ascending, positive, negative, samples,
-                               callback=callback, disable_pbar=disable_pbar, seed=0)
-    trajectory = from_inversion(states, ascending, model_source(model))
-    inverted = model.model.process_latent_out(trajectory.latents[0].float()).to(samples.device)
-    return {"samples": inverted, TRAJECTORY_KEY: trajectory.to_dict()}
 
 
 class MCADDIMInvert:

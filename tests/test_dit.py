@@ -21,7 +21,8 @@ from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention import subject_words
-from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
+from mca_ctrl.mca_attention import invert
+from mca_ctrl.nodes import attention_patch, sampler
 from row_prompts import row_prompts as stacked_rows, stacked
 from random_models import square_mask, tiny_flux_prompt
 
@@ -119,8 +120,8 @@ def test_other_dit_families_and_wrappers_are_refused_by_name(pack):
 def test_a_latent_of_another_channel_count_is_refused(dit):
     _, model, prompt = dit
     with pytest.raises(ValueError, match="needs a 16-channel latent"):
-        ddim_invert.invert_latent(model, torch.zeros(1, 4, 8, 8), prompt(1), prompt(1), 1.0,
-                                  common.schedule_sigmas(model, STEPS, None))
+        invert.invert_latent(model, torch.zeros(1, 4, 8, 8), prompt(1), prompt(1), 1.0,
+                                  invert.schedule_sigmas(model, STEPS, None))
 
 
 def test_prompts_of_different_lengths_are_padded_after_their_own_tokens(pack):
@@ -273,8 +274,8 @@ def gaussian_flow_denoiser(model):
 
 def inverted(model, prompt, seed, steps=STEPS, scale=1.0):
     latent = torch.randn(1, 16, *LATENT, generator=torch.Generator().manual_seed(seed)) * scale
-    sigmas = common.schedule_sigmas(model, steps, None)
-    return ddim_invert.invert_latent(model, latent, prompt(0), prompt(0), 1.0, sigmas), latent
+    sigmas = invert.schedule_sigmas(model, steps, None)
+    return invert.invert_latent(model, latent, prompt(0), prompt(0), 1.0, sigmas), latent
 
 
 def test_flow_inversion_follows_the_next_sigma_rule_step_by_step(pack):

@@ -16,7 +16,8 @@ from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention.unet_sites import find_attention_sites
-from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
+from mca_ctrl.mca_attention import invert
+from mca_ctrl.nodes import attention_patch, sampler
 from row_prompts import row_prompts
 from random_models import SDXL_FAMILY, square_mask
 
@@ -191,10 +192,10 @@ def test_a_dit_model_is_refused_with_its_family_name(pack):
 
 def inverted(model, seed, steps=STEPS, scale=1.0):
     latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed)) * scale
-    sigmas = common.schedule_sigmas(model, steps, None)
+    sigmas = invert.schedule_sigmas(model, steps, None)
     name = type(model.model.model_config).__name__
     empty = prompt(name, 0)
-    return ddim_invert.invert_latent(model, latent, empty, empty, 1.0, sigmas), latent
+    return invert.invert_latent(model, latent, empty, empty, 1.0, sigmas), latent
 
 
 @pytest.mark.parametrize("task", list(Task))

@@ -14,7 +14,8 @@ from mca_ctrl.mca_attention.adapters import model_adapter
 from mca_ctrl.mca_attention.comfy_patch import mca_state
 from mca_ctrl.mca_attention.layout import TARGET
 from mca_ctrl.mca_attention.schedule import Op
-from mca_ctrl.nodes import attention_patch, common, ddim_invert, sampler
+from mca_ctrl.mca_attention import invert
+from mca_ctrl.nodes import attention_patch, sampler
 from random_models import flux_prompt, square_mask
 
 LATENT = (8, 8)
@@ -50,9 +51,9 @@ def test_swap_through_the_nodes_on_the_full_width_model(flux_dev):
                                                           -1.0, -1, edit_mask=edit_mask)
     state = mca_state(patched)
     state.trace = []
-    sigmas = common.schedule_sigmas(flux_dev, 3, None)
+    sigmas = invert.schedule_sigmas(flux_dev, 3, None)
     latents = [torch.randn(1, 16, *LATENT, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
-    subject, condition = (ddim_invert.invert_latent(flux_dev, latent, flux_prompt(0), flux_prompt(0), 1.0, sigmas)
+    subject, condition = (invert.invert_latent(flux_dev, latent, flux_prompt(0), flux_prompt(0), 1.0, sigmas)
                           for latent in latents)
     rows = sampler.mca_sample(patched, flux_prompt(1), flux_prompt(2), flux_prompt(2), flux_prompt(9), subject,
                                  condition, 0, 1.0).rows

@@ -11,7 +11,8 @@ import random_models
 from mca_ctrl.mca_attention.comfy_patch import patch_model
 from mca_ctrl.mca_attention.schedule import MCASchedule
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
-from mca_ctrl.nodes import common, ddim_invert, sampler
+from mca_ctrl.mca_attention import invert
+from mca_ctrl.nodes import sampler
 from random_models import square_mask, tiny_prompt, tiny_sdxl_prompt
 
 STEPS = 3
@@ -20,7 +21,7 @@ SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
 
 def inverted(model, prompt, seed, channels=4):
     latent = torch.randn(1, channels, 8, 8, generator=torch.Generator().manual_seed(seed))
-    return ddim_invert.invert_latent(model, latent, prompt, prompt, 1.0, common.schedule_sigmas(model, STEPS, None))
+    return invert.invert_latent(model, latent, prompt, prompt, 1.0, invert.schedule_sigmas(model, STEPS, None))
 
 
 def patched(model, task=Task.SWAP, subject_mask=SUBJECT_MASK, schedule=None):

@@ -9,11 +9,10 @@ from random_models import tiny_prompt
 SCALE = 0.18215  # SD1.5 latent scale: the model's internal latent is the VAE latent times this
 
 
-def _node_modules(pack):
-    import mca_ctrl.nodes.common
-    import mca_ctrl.nodes.ddim_invert
+def _invert_module(pack):
+    import mca_ctrl.mca_attention.invert
 
-    return mca_ctrl.nodes.ddim_invert, mca_ctrl.nodes.common
+    return mca_ctrl.mca_attention.invert
 
 
 def scaled_linear_alphas_cumprod() -> torch.Tensor:
@@ -51,10 +50,10 @@ def to_z_space(trajectory: dict) -> list[torch.Tensor]:
 
 
 def run_inversion(pack, model, latent, steps, cfg=1.0, negative=None, sigmas=None):
-    ddim_invert, common = _node_modules(pack)
+    invert = _invert_module(pack)
     prompt = tiny_prompt(1)
-    sigmas = common.schedule_sigmas(model, steps, sigmas)
-    return ddim_invert.invert_latent(model, latent, prompt, negative or prompt, cfg, sigmas)
+    sigmas = invert.schedule_sigmas(model, steps, sigmas)
+    return invert.invert_latent(model, latent, prompt, negative or prompt, cfg, sigmas)
 
 
 def test_inversion_matches_the_official_rule_step_by_step(pack, tiny_model):

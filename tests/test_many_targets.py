@@ -28,7 +28,8 @@ from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.sweep import parse_axis
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention import engine
-from mca_ctrl.nodes import attention_patch, batch_nodes, common, ddim_invert, sampler
+from mca_ctrl.mca_attention import invert
+from mca_ctrl.nodes import attention_patch, batch_nodes, sampler
 from mca_ctrl.mca_attention.prompts import LABEL_KEY
 
 STEPS = 5
@@ -65,8 +66,8 @@ def cell_schedules(family: Family) -> list[MCASchedule]:
 
 def inverted(model, family: Family, seed: int) -> dict:
     latent = torch.randn(1, family.channels, 8, 8, generator=torch.Generator().manual_seed(seed))
-    sigmas = common.schedule_sigmas(model, STEPS, None)
-    return ddim_invert.invert_latent(model, latent, family.prompt(0), family.prompt(0), 1.0, sigmas)
+    sigmas = invert.schedule_sigmas(model, STEPS, None)
+    return invert.invert_latent(model, latent, family.prompt(0), family.prompt(0), 1.0, sigmas)
 
 
 def labelled(prompts: list) -> list:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import mca_ctrl.mca_attention.sampling as loop_module
-import mca_ctrl.nodes.common as common_module
-import mca_ctrl.nodes.ddim_invert as invert_module
+import mca_ctrl.mca_attention.invert as invert_module
+import mca_ctrl.nodes.ddim_invert as invert_node_module
 import mca_ctrl.mca_attention.engine as engine_module
 import mca_ctrl.nodes.sampler as sampler_module
 from mca_ctrl.mca_attention.comfy_patch import patch_model
@@ -22,7 +22,7 @@ SILENT = MCASchedule(sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site
 
 @pytest.fixture()
 def mods(pack):
-    return dict(sampler=sampler_module, engine=engine_module, invert=invert_module, common=common_module,
+    return dict(sampler=sampler_module, engine=engine_module, invert=invert_module, invert_node=invert_node_module,
                 loop=loop_module)
 
 
@@ -33,7 +33,7 @@ def with_patch(model, task=Task.SWAP, schedule=SILENT, edit_mask=None):
 
 def inverted(mods, model, seed, steps=STEPS, size=8):
     latent = torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(seed))
-    sigmas = mods["common"].schedule_sigmas(model, steps, None)
+    sigmas = mods["invert"].schedule_sigmas(model, steps, None)
     return mods["invert"].invert_latent(model, latent, tiny_prompt(0), tiny_prompt(0), 1.0, sigmas)
 
 
@@ -54,7 +54,7 @@ def test_without_pins_the_target_row_equals_comfyuis_ddim_ksampler(mods, tiny_mo
     import comfy.sample
     import comfy.samplers
 
-    sigmas = mods["common"].schedule_sigmas(tiny_model, STEPS, None)
+    sigmas = mods["invert"].schedule_sigmas(tiny_model, STEPS, None)
     single = torch.zeros(1, 4, 8, 8)
     noise = comfy.sample.prepare_noise(single, 11)
     sampler = comfy.samplers.KSAMPLER(mods["loop"].mca_sample_loop, extra_options={"control": mods["loop"].RowControl()})
@@ -176,7 +176,7 @@ def test_trajectory_from_another_schedule_is_refused(mods, tiny_model):
 def test_latents_smaller_than_the_coarsest_site_are_refused(mods, tiny_model, size):
     tiny = {"samples": torch.zeros(1, 4, size, size)}
     with pytest.raises(ValueError, match=f"latent is {size}x{size}.*needs at least 8x8 \\(64x64 px\\)") as refused:
-        mods["invert"].MCADDIMInvert().invert(tiny_model, tiny, tiny_prompt(0), STEPS, 1.0)
+        mods["invert_node"].MCADDIMInvert().invert(tiny_model, tiny, tiny_prompt(0), STEPS, 1.0)
     assert "level level" not in str(refused.value)
     subject = inverted(mods, tiny_model, 1)
     with pytest.raises(ValueError, match="needs at least 8x8"):

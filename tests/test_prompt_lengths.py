@@ -24,7 +24,8 @@ from mca_ctrl.mca_attention.prompts import LABEL_KEY
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
-from mca_ctrl.nodes import common, ddim_invert, sampler
+from mca_ctrl.mca_attention import invert
+from mca_ctrl.nodes import sampler
 
 STEPS = 4
 SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
@@ -46,8 +47,8 @@ def labelled(*prompts: list) -> list:
 
 def inverted(model, seed: int) -> dict:
     latent = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(seed))
-    sigmas = common.schedule_sigmas(model, STEPS, None)
-    return ddim_invert.invert_latent(model, latent, prompt(0, 8), prompt(0, 8), 1.0, sigmas)
+    sigmas = invert.schedule_sigmas(model, STEPS, None)
+    return invert.invert_latent(model, latent, prompt(0, 8), prompt(0, 8), 1.0, sigmas)
 
 
 def split_cond_uncond(monkeypatch):
