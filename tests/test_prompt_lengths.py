@@ -172,3 +172,22 @@ def test_chroma_runs_every_task_with_prompts_of_different_lengths_through_the_no
     outside = square_mask(8, 1, 5)[0] < 0.5  # the latent cells outside the edit mask (8..40 px of 64)
     torch.testing.assert_close(target["samples"][0][:, outside], rows["samples"][0][:, outside])
     assert float((target["samples"][0] - rows["samples"][0]).abs().max()) > 1e-3, "the target differs inside"
+
+
+def test_a_call_whose_batch_or_text_length_is_not_the_padded_one_is_refused(pack):
+    """A node between the sampler and the model that changes the rows or the prompts' length is named, never
+    masked wrongly."""
+    from mca_ctrl.mca_attention.adapters.hook import Call, TokenLayout, text_keys
+    from mca_ctrl.mca_attention.run import MCARun, RunCache, RunStep, TextSpan
+
+    run = MCARun(total_steps=1, text=TextSpan(24, (24, 20, 16), (12, 12, 12)))
+    current, cache = RunStep(run, 0), RunCache(ops=[], cross=None)
+
+    def call(rows, text):
+        q = torch.zeros(rows, 2, text + 16, 4)
+        return Call(q, q, q, 2, [1, 0], TokenLayout(text, (4, 4)))
+
+    assert text_keys(cache, current, call(6, 24)).sum(1).tolist() == [12, 12, 12, 24, 20, 16]
+    for rows, text in ((6, 30), (4, 24)):
+        with pytest.raises(ValueError, match="changed the batch or the prompts' length"):
+            text_keys(cache, current, call(rows, text))

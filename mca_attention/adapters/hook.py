@@ -29,21 +29,6 @@ class TokenLayout:
     grid: tuple[int, int]
 
 
-def text_keys(cache: RunCache, current: RunStep, cond_or_uncond: list[int], tokens: TokenLayout,
-              device: torch.device) -> torch.Tensor | None:
-    """``[rows, text]`` bool, True on each row's own text tokens; None when no row's prompt was padded."""
-    span = current.run.text
-    if span is None or tokens.text == 0:
-        return None
-    if tokens.text != span.length:
-        raise ValueError(f"MCA padded the prompts to {span.length} text tokens, but an attention call holds "
-                         f"{tokens.text}: a node between the sampler and the model changed the prompts' length.")
-    key = (tuple(cond_or_uncond), str(device))
-    if key not in cache.text_keys:
-        cache.text_keys[key] = span.valid_keys(cond_or_uncond, device)
-    return cache.text_keys[key]
-
-
 @dataclass(frozen=True)
 class Call:
     """One attention call: q/k/v as the hook received them, and what the adapter needs to run it unchanged."""
@@ -55,6 +40,23 @@ class Call:
     cond_or_uncond: list[int]
     tokens: TokenLayout
     native: tuple = ()  # the adapter's own call arguments (the MMDiT override's func, args, kwargs)
+
+
+def text_keys(cache: RunCache, current: RunStep, call: Call) -> torch.Tensor | None:
+    """``[rows, text]`` bool, True on each row's own text tokens; None when no row's prompt was padded."""
+    span = current.run.text
+    if span is None or call.tokens.text == 0:
+        return None
+    rows = len(call.cond_or_uncond) * len(span.cond)
+    if call.tokens.text != span.length or call.q.shape[0] != rows:
+        raise ValueError(f"MCA padded the prompts of {rows} rows to {span.length} text tokens, but an attention "
+                         f"call holds {call.q.shape[0]} rows of {call.tokens.text}: a node between the MCA Sampler "
+                         f"and the model changed the batch or the prompts' length.")
+    cond_or_uncond, device = call.cond_or_uncond, call.q.device
+    key = (tuple(cond_or_uncond), str(device))
+    if key not in cache.text_keys:
+        cache.text_keys[key] = span.valid_keys(cond_or_uncond, device)
+    return cache.text_keys[key]
 
 
 class SiteHook:
@@ -94,7 +96,7 @@ class SiteHook:
             return self.ordinary(call, None, None)
         q, cond_or_uncond = call.q, call.cond_or_uncond
         cache = state.run_cache(current.run)
-        keys = text_keys(cache, current, cond_or_uncond, call.tokens, q.device)
+        keys = text_keys(cache, current, call)
         if site is None:
             return self.ordinary(call, None, keys)
         batch, shape, chunks = q.shape[0], current.run.shape, len(cond_or_uncond)
