@@ -56,7 +56,8 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
     tokens, target_text_cond = None, None
     if edit_mask is None:
         if isinstance(subject, SubjectWords):
-            tokens, target_text_cond = subject.tokens(adapter.TEXT.encoder_key), subject.encoded_target()
+            tokens = subject.tokens(adapter.TEXT.encoder_key, adapter.TEXT.cuts_prefix)
+            target_text_cond = subject.encoded_target()
         elif subject:
             tokens = list(subject)
         else:

@@ -22,7 +22,8 @@ from .state import MCAState
 PER_ROW_OPTIONS = ("pooled_output",)  # stacked per row; every other option must agree across the rows
 LABEL_KEY = "mca_label"  # set by MCA Target Prompts on each of its prompts: the text, for the grid labels
 # Conditioning that changes the token sequence the attention sees: not meaningful on MCA rows.
-SEQUENCE_OPTIONS = {"reference_latents": "reference latents (Flux Kontext / ReferenceLatent)",
+SEQUENCE_OPTIONS = {"reference_latents": "reference latents (set by ReferenceLatent, Flux Kontext's nodes or "
+                                         "TextEncodeQwenImageEdit(Plus); encode the prompt with CLIP Text Encode)",
                     "attention_mask": "an attention mask on the prompt",
                     "area": "area conditioning (ConditioningSetArea / ConditioningSetAreaPercentage)",
                     "mask": "mask conditioning (ConditioningSetMask)"}

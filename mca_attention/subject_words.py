@@ -22,9 +22,9 @@ class SubjectWords:
     words: str = ""  # comma-separated
     token_indices: str = ""  # comma-separated, 1 = the first text token
 
-    def tokens(self, encoder_key: str | None) -> list[int]:
-        """The subject's token positions in the target prompt's tokens of ``encoder_key``."""
-        return subject_tokens(self.clip, self.target_text, self.words, self.token_indices, encoder_key)
+    def tokens(self, encoder_key: str | None, cuts_prefix: bool = False) -> list[int]:
+        """The subject's token positions in the target prompt as the model reads it (see ``subject_tokens``)."""
+        return subject_tokens(self.clip, self.target_text, self.words, self.token_indices, encoder_key, cuts_prefix)
 
     def encoded_target(self):
         """The target prompt as CLIP Text Encode makes it (None without clip or text)."""
@@ -74,27 +74,35 @@ def _parse_indices(token_indices: str, text_tokens: int | None) -> list[int]:
 
 
 def subject_tokens(clip, target_text: str, subject_words: str, token_indices: str,
-                   encoder_key: str | None = None) -> list[int]:
-    """Token positions of the subject word(s) in the target prompt (generation mode)."""
+                   encoder_key: str | None = None, cuts_prefix: bool = False) -> list[int]:
+    """Token positions of the subject word(s) in the target prompt (generation mode), as the model reads it.
+
+    ``cuts_prefix``: the text encoder cuts the tokens before the text (a chat template's prefix: Qwen-Image) from
+    its output, so positions count from the first text token; otherwise they count from the tokenizer's first
+    token (CLIP's start token is kept).
+    """
     has_text = clip is not None and bool(target_text.strip())
     if token_indices.strip():
         if clip is None and encoder_key is not None:
             raise ValueError("token_indices on this model need the clip input, to place them in its "
                              f"{encoder_key} tokens: connect the CLIP that encodes the target prompt.")
         indices = _parse_indices(token_indices, len(_text_ids(clip, target_text, encoder_key)) if has_text else None)
-        offset = 0 if clip is None else _start_tokens(clip, encoder_key) - 1  # index 1 = the first text token
-        return [index + offset for index in indices]
+        start = 0 if clip is None or cuts_prefix else _start_tokens(clip, encoder_key)
+        return [index - 1 + start for index in indices]  # index 1 = the first text token
     if not has_text or not subject_words.strip():
         raise ValueError("generation without an edit_mask needs clip, target_text and subject_words "
                          "(or token_indices), or connect a layout mask as edit_mask.")
     prompt = _token_ids(clip, target_text, encoder_key)
     positions: list[int] = []
     for word in (w.strip() for w in subject_words.split(",") if w.strip()):
-        found = find_token_positions(prompt, _text_ids(clip, word, encoder_key))
+        # byte-level BPE (Qwen) spells a word inside a sentence with its leading space: " dog", not "dog"
+        found = (find_token_positions(prompt, _text_ids(clip, word, encoder_key))
+                 or find_token_positions(prompt, _text_ids(clip, " " + word, encoder_key)))
         if not found:
             raise ValueError(f"'{word}' does not occur in the target text '{target_text}'")
         positions.extend(found)
-    return sorted(set(positions))
+    cut = _start_tokens(clip, encoder_key) if cuts_prefix else 0
+    return sorted({position - cut for position in positions})
 
 
 def encoded_text(clip, text: str):

@@ -315,6 +315,28 @@ def tiny_chroma_model(seed: int = 0):
     return _patched(model)
 
 
+def tiny_qwen_image_model(seed: int = 0, blocks: int = 3):
+    """A random Qwen-Image from ComfyUI's own classes, shrunk in width and depth (4 heads of 16, RoPE axes 4 + 6 + 6
+    as the real 16 + 56 + 56 of 128; ``blocks`` joint blocks; 2 x 2 patches of the 16-channel 5-D latent)."""
+    comfy_host.boot_comfy()
+    import comfy.supported_models
+
+    config = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=blocks,
+                  attention_head_dim=16, num_attention_heads=4, joint_attention_dim=TINY_CONTEXT_DIM,
+                  axes_dims_rope=(4, 6, 6))
+    model_config = comfy.supported_models.QwenImage(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({}, device=torch.device("cpu"))
+    init_dit_weights(model.diffusion_model, seed)
+    return _patched(model)
+
+
+def tiny_qwen_prompt(seed: int, tokens: int = 12) -> list:
+    """A CONDITIONING as Qwen-Image's text encode gives it: Qwen2.5-VL hidden states of its own length, no pooled."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, TINY_CONTEXT_DIM, generator=generator), {"pooled_output": None}]]
+
+
 def tiny_flux_prompt(seed: int, tokens: int = 16, guidance: float | None = 3.5, pooled: bool = True) -> list:
     """A CONDITIONING as Flux's text encode + FluxGuidance make it: T5 tokens, CLIP-L pooled, guidance.
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from .base import LatentLayout, ModelAdapter, Site, latent_channels
 from .mmdit import MMDiTAdapter
+from .qwen_image import QwenImageAdapter
 from .unet import UNetAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (UNetAdapter, MMDiTAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (UNetAdapter, MMDiTAdapter, QwenImageAdapter)
 
 # Families ComfyUI detects that no adapter serves yet: config class -> the name users know (for the refusal).
 REFUSED = {"SD3": "Stable Diffusion 3", "AuraFlow": "AuraFlow", "HunyuanDiT": "Hunyuan-DiT",
            "HunyuanImage21": "HunyuanImage 2.1", "PixArtAlpha": "PixArt", "PixArtSigma": "PixArt", "Flux2": "Flux.2",
-           "FluxInpaint": "Flux.1 Fill", "ChromaRadiance": "Chroma Radiance", "QwenImage": "Qwen-Image",
+           "FluxInpaint": "Flux.1 Fill", "ChromaRadiance": "Chroma Radiance",
            "Lumina2": "Lumina 2", "ZImage": "Z-Image", "HiDream": "HiDream"}
 FAMILY_NAMES = {**REFUSED, **{config: name for adapter in ADAPTERS for config, name in adapter.FAMILIES.items()}}
 

@@ -42,11 +42,13 @@ class TextFacts:
     ``encoder_key``: the tokenizer output whose tokens the model attends to (None: the first one).
     ``repeats_short_prompts``: rows of different lengths are repeated to a common length (CLIP's 77-token
     chunks, as ComfyUI does); otherwise they are padded after their own tokens and the padding is masked out.
-    The tokens before the text (CLIP's start token, none on T5) are read from the tokenizer itself.
+    The tokens before the text (CLIP's start token, none on T5, a chat template's prefix) are read from the
+    tokenizer itself; ``cuts_prefix`` says the encoder leaves them out of its output (Qwen-Image's template).
     """
 
     encoder_key: str | None = None
     repeats_short_prompts: bool = False
+    cuts_prefix: bool = False  # the encoder drops the tokens before the text (a chat template) from its output
 
 
 class ModelAdapter(ABC):

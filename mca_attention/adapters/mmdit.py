@@ -47,6 +47,18 @@ def token_grid(latent_size: tuple[int, int], patch_size: int) -> tuple[int, int]
     return (height + patch_size // 2) // patch_size, (width + patch_size // 2) // patch_size
 
 
+def _given_mask(args: tuple, kwargs: dict):
+    """The attention mask a call carries: positional (Qwen-Image, Lumina: the fifth argument) or ``mask=``."""
+    return args[4] if len(args) > 4 else kwargs.get("mask")
+
+
+def _with_mask(args: tuple, kwargs: dict, mask: torch.Tensor) -> tuple[tuple, dict]:
+    """The call's arguments with ``mask`` in the slot the model passes it in."""
+    if len(args) > 4:
+        return (*args[:4], mask, *args[5:]), kwargs
+    return args, {**kwargs, "mask": mask}
+
+
 class JointAttention(SiteHook):
     """The attention override of one patched MMDiT; chains to the override that was installed before."""
 
@@ -63,16 +75,16 @@ class JointAttention(SiteHook):
         if rows is not None:
             args = (call.q[rows], call.k[rows], call.v[rows], *args[3:])
         if text_keys is not None:
-            kwargs = {**kwargs, "mask": self._padding_mask(call, text_keys, kwargs.get("mask"))}
+            if _given_mask(args, kwargs) is not None:
+                raise ValueError(MASK_REFUSED)
+            args, kwargs = _with_mask(args, kwargs, self._padding_mask(call, text_keys))
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)
 
     @staticmethod
-    def _padding_mask(call: Call, text_keys: torch.Tensor, existing) -> torch.Tensor:
+    def _padding_mask(call: Call, text_keys: torch.Tensor) -> torch.Tensor:
         """An additive ``[rows, 1, 1, tokens]`` mask: -inf on each row's padded text keys."""
-        if existing is not None:
-            raise ValueError(MASK_REFUSED)
         image = text_keys.new_ones((text_keys.shape[0], call.q.shape[2] - text_keys.shape[1]))
         allowed = torch.cat([text_keys, image], 1)
         mask = torch.zeros(allowed.shape, dtype=call.q.dtype, device=call.q.device)
@@ -87,7 +99,7 @@ class JointAttention(SiteHook):
         return out
 
     def before_rebuild(self, call: Call) -> None:
-        if call.native[2].get("mask") is not None:
+        if _given_mask(*call.native[1:]) is not None:
             raise ValueError(MASK_REFUSED)
 
     def __call__(self, func, *args, **kwargs):
