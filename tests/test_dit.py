@@ -23,7 +23,7 @@ from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention import subject_words
 from mca_ctrl.mca_attention import invert
 from mca_ctrl.nodes import attention_patch, sampler
-from row_prompts import row_prompts as stacked_rows, stacked
+from prompt_helpers import row_prompts as stacked_rows, stacked, tokenizer_clip
 from random_models import square_mask, tiny_flux_prompt
 
 STEPS = 4
@@ -347,21 +347,10 @@ def test_swap_and_add_keep_the_background_and_move_the_subject(dit, task):
     assert torch.equal(edit, mca_state(mca).edit_mask)
 
 
-def flux_tokenizer_clip():
-    """A stand-in for the CLIP input that has ComfyUI's own Flux tokenizer (CLIP-L + T5) and no weights."""
+def test_subject_words_are_found_among_the_t5_tokens(pack):
     import comfy.text_encoders.flux
 
-    class TokenizerOnly:
-        tokenizer = comfy.text_encoders.flux.FluxTokenizer()
-
-        def tokenize(self, text):
-            return self.tokenizer.tokenize_with_weights(text)
-
-    return TokenizerOnly()
-
-
-def test_subject_words_are_found_among_the_t5_tokens(pack):
-    clip = flux_tokenizer_clip()
+    clip = tokenizer_clip(comfy.text_encoders.flux.FluxTokenizer())
     text = "a photo of a dog on a sofa"
     t5 = [token for token, *_ in clip.tokenize(text)["t5xxl"][0]]
     dog = subject_words.subject_tokens(clip, text, "dog", "", "t5xxl")

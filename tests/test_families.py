@@ -18,7 +18,7 @@ from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention.unet_sites import find_attention_sites
 from mca_ctrl.mca_attention import invert
 from mca_ctrl.nodes import attention_patch, sampler
-from row_prompts import row_prompts
+from prompt_helpers import row_prompts
 from random_models import SDXL_FAMILY, square_mask
 
 # family: (self-attention sites, the preset's first SALQ site, that site's key)

@@ -13,7 +13,7 @@ from mca_ctrl.mca_attention.comfy_patch import patch_model
 from mca_ctrl.mca_attention.schedule import MCASchedule
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from random_models import square_mask, tiny_prompt
-from row_prompts import row_prompts
+from prompt_helpers import row_prompts
 
 STEPS = 5
 CFG = 5.0

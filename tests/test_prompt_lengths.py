@@ -15,7 +15,7 @@ import comfy.samplers
 import random_models
 from dense_reference import check_joint_calls, recording_override
 from random_models import square_mask, tiny_flux_prompt
-from row_prompts import stacked
+from prompt_helpers import stacked
 from mca_ctrl.mca_attention import engine
 from mca_ctrl.mca_attention.adapters.mmdit import token_grid
 from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model

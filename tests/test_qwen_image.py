@@ -9,6 +9,7 @@ import torch
 import random_models
 from dense_reference import check_joint_calls, recording_override
 from random_models import square_mask, tiny_qwen_image_model, tiny_qwen_prompt
+from prompt_helpers import tokenizer_clip
 from mca_ctrl.mca_attention import engine, invert
 from mca_ctrl.mca_attention.adapters import model_adapter
 from mca_ctrl.mca_attention.adapters.mmdit import token_grid
@@ -140,25 +141,14 @@ def test_flow_inversion_follows_the_next_sigma_rule_step_by_step(qwen):
             torch.testing.assert_close(states[step + 1], expected, atol=1e-4, rtol=1e-4, msg=f"step {step}")
 
 
-def qwen_tokenizer_clip():
-    """A stand-in for the CLIP input with ComfyUI's own Qwen-Image tokenizer (Qwen2.5-VL with its chat template)."""
-    import comfy.text_encoders.qwen_image
-
-    class TokenizerOnly:
-        tokenizer = comfy.text_encoders.qwen_image.QwenImageTokenizer()
-
-        def tokenize(self, text):
-            return self.tokenizer.tokenize_with_weights(text)
-
-    return TokenizerOnly()
-
-
 def test_subject_words_count_from_the_first_text_token_after_the_chat_template(pack):
     """Qwen-Image's encoder cuts the chat template's prefix from its output: the subject's positions are those in
     the text (the leading-space BPE spelling of a word inside a sentence is found too)."""
     from mca_ctrl.mca_attention.subject_words import SubjectWords
 
-    clip, text = qwen_tokenizer_clip(), "a photo of a dog on a sofa"
+    import comfy.text_encoders.qwen_image
+
+    clip, text = tokenizer_clip(comfy.text_encoders.qwen_image.QwenImageTokenizer()), "a photo of a dog on a sofa"
     ids = [token for token, *_ in clip.tokenize(text)["qwen25_7b"][0]]
     prefix = [token for token, *_ in clip.tokenize("")["qwen25_7b"][0]].index(151644, 1) + 3  # 2nd <|im_start|>user\n
     dog = SubjectWords(clip, text, "dog").tokens("qwen25_7b", cuts_prefix=True)

@@ -1,4 +1,4 @@
-"""The rows' prompts stacked as the MCA engine stacks them, for tests that drive ComfyUI's sampler directly."""
+"""Prompts for tests: the rows stacked as the MCA engine stacks them, and a tokenizer-only stand-in for a CLIP."""
 from __future__ import annotations
 
 from mca_ctrl.mca_attention.prompts import PROMPT_NAMES, StackedPrompts, single_prompt, stack_prompts
@@ -15,3 +15,15 @@ def stacked(*conditionings: list, negative: list | None = None, repeat_short: bo
 def row_prompts(*conditionings: list, repeat_short: bool = True) -> list:
     """The positive conditioning of ``stacked`` (rows whose prompts need no padding)."""
     return stacked(*conditionings, repeat_short=repeat_short).positive
+
+
+def tokenizer_clip(tokenizer):
+    """A stand-in for the CLIP input that holds ComfyUI's own ``tokenizer`` (an instance) and no weights."""
+
+    class TokenizerOnly:
+        def tokenize(self, text):
+            return tokenizer.tokenize_with_weights(text)
+
+    clip = TokenizerOnly()
+    clip.tokenizer = tokenizer
+    return clip
