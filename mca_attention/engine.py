@@ -116,7 +116,7 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
                          shared.seeds, seeded)
     if not seeded and state.warn_once(f"seed {seed}", SEED_UNUSED.format(seed=seed)):
         tell_the_ui(SEED_UNUSED.format(seed=seed))
-    single = condition["samples"][:1]
+    single = shared.single
     per_pass = targets_per_pass or fitting_targets(model, single.shape, len(cells), seeded)
     plan = plan_targets(cells, per_pass, seeded)
     if len(plan.passes) > 1:

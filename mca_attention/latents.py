@@ -10,6 +10,15 @@ def latent_shape_text(channels: int, dims: int) -> str:
     return f"[batch, {channels}, h, w]" if dims == 4 else f"[batch, {channels}, {', '.join(['1'] * (dims - 4))}, h, w]"
 
 
+def as_model_latent(samples: torch.Tensor, model) -> torch.Tensor:
+    """An empty latent as ComfyUI's own samplers take it: a 4-D one (Empty Latent Image, EmptySD3LatentImage) for a
+    family whose latent is 5-D (Qwen-Image) gains its frame axis, as ``comfy.sample.fix_empty_latent_channels``
+    does. Anything else is returned as it is (and checked by ``check_latent``)."""
+    if latent_layout(model).dims == 5 and samples.dim() == 4 and not bool(samples.any()):
+        return samples.unsqueeze(2)
+    return samples
+
+
 def check_latent(samples: torch.Tensor, model, name: str) -> None:
     """Refuse latents the MCA nodes cannot use: not the model's declared layout, or too small for it."""
     layout = latent_layout(model)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .latents import check_latent
+from .latents import as_model_latent, check_latent
 from .layout import BatchShape
 from .masks import as_single_mask, check_aspect, resize_mask
 from .sampling import RowControl
@@ -15,7 +15,7 @@ from .trajectory import Trajectory, check_matches_schedule, check_same_source, r
 
 
 def _latent_batch(latent: dict, model, name: str, allow_batch: bool) -> torch.Tensor:
-    samples = latent["samples"]
+    samples = as_model_latent(latent["samples"], model)
     check_latent(samples, model, name)
     if samples.shape[0] == 0:
         raise ValueError(f"{name}: the latent batch is empty (batch size 0): give it at least one image.")
@@ -49,6 +49,7 @@ class SharedRows:
     blend_mask: torch.Tensor | None
     sigmas: torch.Tensor
     seeds: int  # generation: the condition latent's batch size (one seed per target); else 1
+    single: torch.Tensor  # one latent of the output's shape (the start noise is drawn in its shape)
 
     def control(self, shape: BatchShape) -> RowControl:
         """Pins, target start and blend of one pass of ``shape``."""
@@ -97,4 +98,4 @@ def shared_rows(model, state: MCAState, subject: dict, condition: dict, sigmas: 
             check_aspect(as_single_mask(mask, name), height, width, name, f"the {width}x{height} latent")
     blend = None if blend_mask is None else latent_blend_mask(blend_mask, height, width)
     seeds = condition_samples.shape[0] if seeded and pinned_condition is None else 1
-    return SharedRows(subject_trajectory.row(0), pinned_condition, blend, schedule, seeds)
+    return SharedRows(subject_trajectory.row(0), pinned_condition, blend, schedule, seeds, condition_samples[:1])

@@ -171,3 +171,15 @@ def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_
         assert out.rows.shape == (3, *LATENT[1:])
         masks.append(edit)
     assert not torch.equal(*masks), "another subject word must give another region"
+
+
+def test_an_empty_4d_latent_starts_generation_as_comfyuis_samplers_take_it(qwen):
+    """ComfyUI's Qwen-Image template starts from EmptySD3LatentImage ``[batch, 16, h, w]``; its samplers add the frame
+    axis to an empty latent, and so does the MCA Sampler: the same rows as from ``[batch, 16, 1, h, w]``."""
+    model, subject, _ = qwen
+    mca = patch_model(model, PRESETS[Task.GENERATION], SCHEDULE, SUBJECT_MASK, EDIT_MASK)
+    five = engine.mca_sample(mca, *prompts(), subject, {"samples": torch.zeros(LATENT)}, 7, 4.0)
+    four = engine.mca_sample(mca, *prompts(), subject, {"samples": torch.zeros(1, 16, 8, 8)}, 7, 4.0)
+    assert four.rows.shape == five.rows.shape == (3, *LATENT[1:]) and torch.equal(four.rows, five.rows)
+    with pytest.raises(ValueError, match=r"needs a 16-channel latent \[batch, 16, 1, h, w\]"):
+        engine.mca_sample(mca, *prompts(), subject, {"samples": torch.ones(1, 16, 8, 8)}, 7, 4.0)
