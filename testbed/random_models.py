@@ -382,6 +382,40 @@ def random_flux_file() -> Path:
     return cached_file(RANDOM_FLUX_FILE, _write_flux_file)
 
 
+RANDOM_QWEN_IMAGE_FILE = "qwen_image_random_1block_v1_bf16.safetensors"  # bump when the recipe changes
+QWEN_CONTEXT_DIM = 3584  # Qwen2.5-VL-7B hidden states: what ComfyUI's Qwen-Image fixes
+
+
+def _write_qwen_image_file(path: Path) -> None:
+    """Qwen-Image at full width (24 heads of 128, RoPE 16/56/56, Qwen2.5-VL context 3584) with one of its 60 blocks,
+    bf16, as ``diffusion_models/`` files hold it (keys without prefix)."""
+    comfy_host.boot_comfy()
+    import comfy.supported_models
+    import comfy.utils
+
+    config = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=1,
+                  attention_head_dim=128, num_attention_heads=24, joint_attention_dim=QWEN_CONTEXT_DIM,
+                  axes_dims_rope=(16, 56, 56))
+    model_config = comfy.supported_models.QwenImage(config)
+    model_config.set_inference_dtype(torch.bfloat16, None)
+    model = model_config.get_model({}, device=torch.device("cpu"))
+    init_dit_weights(model.diffusion_model, seed=22, std=0.02)
+    comfy.utils.save_torch_file(model.diffusion_model.state_dict(), str(path))
+
+
+def random_qwen_image_file() -> Path:
+    """A random Qwen-Image file for Load Diffusion Model: full width, 1 block, bf16, about 0.9 GB, built once per
+    machine. ComfyUI's detection reads the input width from ``img_in`` and counts the blocks, so it loads as
+    Qwen-Image."""
+    return cached_file(RANDOM_QWEN_IMAGE_FILE, _write_qwen_image_file)
+
+
+def qwen_prompt(seed: int, tokens: int) -> list:
+    """A CONDITIONING of Qwen-Image's real width (Qwen2.5-VL 3584) and ``tokens`` tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, QWEN_CONTEXT_DIM, generator=generator), {"pooled_output": None}]]
+
+
 def flux_prompt(seed: int, tokens: int = 8, guidance: float = 3.5) -> list:
     """A CONDITIONING of Flux.1's real widths (T5-XXL tokens, CLIP-L pooled), random, with its guidance."""
     generator = torch.Generator().manual_seed(seed)
