@@ -124,6 +124,7 @@ class Family:
     gpu_sizes: tuple[int, ...]
     ratios_only: bool  # only plain batch-3 vs MCA sampling (no inversion, pipeline or single-forward figures)
     latent_channels: int = 4
+    latent_dims: int = 4  # Qwen-Image: 5 ([batch, 16, 1, h, w])
     tokens: int = 77  # text tokens per prompt
     cfg: float = 7.5
     sampler: tuple[str, str] = ("ddim", "ddim_uniform")  # the plain floor's sampler and scheduler
@@ -139,6 +140,20 @@ def flux_model(dtype: torch.dtype):
         depth_single_blocks=single, axes_dim=[16, 56, 56], dtype=torch.bfloat16 if full else dtype)
 
 
+def qwen_image_model(dtype: torch.dtype):
+    """Qwen-Image's architecture: full size on a GPU (60 blocks, bf16), 768 wide with 4 blocks on a CPU."""
+    full = torch.cuda.is_available()
+    width, blocks = (3072, 60) if full else (768, 4)
+    model = random_models.tiny_qwen_image_model(seed=1, blocks=blocks, width=width, context=3584,
+                                                dtype=torch.bfloat16 if full else dtype)
+    return model
+
+
+def latent_shape(family: Family, batch: int, side: int) -> tuple[int, ...]:
+    """``[batch, channels, h, w]``, or with the frame axis of a 5-D family."""
+    return (batch, family.latent_channels, *([1] * (family.latent_dims - 4)), side, side)
+
+
 FAMILIES = {
     "sd15": Family("SD1.5", lambda dtype: random_models.sd15_model(seed=1, dtype=dtype), 768, None,
                    (64, 128, 256), (64, 128, 256, 512), ratios_only=False),
@@ -147,6 +162,9 @@ FAMILIES = {
     "flux": Family("Flux.1 dev architecture (CPU: 768 wide, 2+4 blocks; GPU: full size, bf16)", flux_model, 4096,
                    768, (256,), (1024,), ratios_only=True, latent_channels=16, tokens=256, cfg=1.0,
                    sampler=("euler", "simple"), extra={"guidance": 3.5}),
+    "qwen_image": Family("Qwen-Image architecture (CPU: 768 wide, 4 blocks; GPU: full size, bf16)", qwen_image_model,
+                         3584, None, (256,), (1328,), ratios_only=True, latent_channels=16, latent_dims=5, tokens=64,
+                         cfg=4.0, sampler=("euler", "simple"), extra={}),
 }
 
 
@@ -216,14 +234,13 @@ def bench_sampling(family: Family, model, mods, device, size: int, steps: int, r
         model, swap, adapter.preset_schedule(swap), square(size, 0.25, 0.75), square(size, 0.125, 0.625))
     sigmas = invert.schedule_sigmas(model, steps, None)
     empty = prompt(family, 0)
-    channels = family.latent_channels
-    images = [torch.randn(1, channels, latent_size, latent_size, generator=torch.Generator().manual_seed(s))
+    images = [torch.randn(latent_shape(family, 1, latent_size), generator=torch.Generator().manual_seed(s))
               for s in (1, 2)]
     subject, condition = (invert.invert_latent(model, image, empty, empty, 1.0, sigmas) for image in images)
     rows = [prompt(family, s) for s in (3, 4, 5)]
     negative = prompt(family, 6)
     batch3 = batch_prompt(rows)
-    zeros = torch.zeros(3, channels, latent_size, latent_size)
+    zeros = torch.zeros(latent_shape(family, 3, latent_size))
     noise = comfy.sample.prepare_noise(zeros, 0)
 
     def plain():
@@ -283,8 +300,8 @@ def bench_cells(family: Family, model, mods, device, size: int, steps: int, repe
                         for s, label in zip(schedules, labels)]
     sigmas = invert.schedule_sigmas(model, steps, None)
     empty = prompt(family, 0)
-    images = [torch.randn(1, family.latent_channels, latent_size, latent_size,
-                          generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    images = [torch.randn(latent_shape(family, 1, latent_size), generator=torch.Generator().manual_seed(s))
+              for s in (1, 2)]
     subject, condition = (invert.invert_latent(model, image, empty, empty, 1.0, sigmas) for image in images)
     rows = [prompt(family, s) for s in (3, 4, 5)]
     negative = prompt(family, 6)

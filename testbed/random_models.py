@@ -315,19 +315,22 @@ def tiny_chroma_model(seed: int = 0):
     return _patched(model)
 
 
-def tiny_qwen_image_model(seed: int = 0, blocks: int = 3):
-    """A random Qwen-Image from ComfyUI's own classes, shrunk in width and depth (4 heads of 16, RoPE axes 4 + 6 + 6
-    as the real 16 + 56 + 56 of 128; ``blocks`` joint blocks; 2 x 2 patches of the 16-channel 5-D latent)."""
+def tiny_qwen_image_model(seed: int = 0, blocks: int = 3, width: int = 64, context: int = TINY_CONTEXT_DIM,
+                          dtype: torch.dtype = torch.float32):
+    """A random Qwen-Image from ComfyUI's own classes, shrunk in width and depth (by default 4 heads of 16, RoPE axes
+    4 + 6 + 6 as the real 16 + 56 + 56 of 128; from ``width`` 768 on, heads of 128 with the real axes); ``blocks``
+    joint blocks; 2 x 2 patches of the 16-channel 5-D latent."""
     comfy_host.boot_comfy()
     import comfy.supported_models
 
+    head, axes = (16, (4, 6, 6)) if width < 768 else (128, (16, 56, 56))
     config = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=blocks,
-                  attention_head_dim=16, num_attention_heads=4, joint_attention_dim=TINY_CONTEXT_DIM,
-                  axes_dims_rope=(4, 6, 6))
+                  attention_head_dim=head, num_attention_heads=width // head, joint_attention_dim=context,
+                  axes_dims_rope=axes)
     model_config = comfy.supported_models.QwenImage(config)
-    model_config.set_inference_dtype(torch.float32, None)
+    model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({}, device=torch.device("cpu"))
-    init_dit_weights(model.diffusion_model, seed)
+    init_dit_weights(model.diffusion_model, seed, std=TINY_DIT_STD if width < 768 else 0.02)
     return _patched(model)
 
 
@@ -404,7 +407,7 @@ def _write_qwen_image_file(path: Path) -> None:
 
 
 def random_qwen_image_file() -> Path:
-    """A random Qwen-Image file for Load Diffusion Model: full width, 1 block, bf16, about 0.9 GB, built once per
+    """A random Qwen-Image file for Load Diffusion Model: full width, 1 block, bf16, about 0.76 GB, built once per
     machine. ComfyUI's detection reads the input width from ``img_in`` and counts the blocks, so it loads as
     Qwen-Image."""
     return cached_file(RANDOM_QWEN_IMAGE_FILE, _write_qwen_image_file)
