@@ -87,7 +87,9 @@ def subject_tokens(clip, target_text: str, subject_words: str, token_indices: st
             raise ValueError("token_indices on this model need the clip input, to place them in its "
                              f"{encoder_key} tokens: connect the CLIP that encodes the target prompt.")
         indices = _parse_indices(token_indices, len(_text_ids(clip, target_text, encoder_key)) if has_text else None)
-        start = 0 if clip is None or cuts_prefix else _start_tokens(clip, encoder_key)
+        if clip is None:
+            return indices  # a UNet's CLIP without the tokenizer at hand: one start token, so index 1 is position 1
+        start = 0 if cuts_prefix else _start_tokens(clip, encoder_key)
         return [index - 1 + start for index in indices]  # index 1 = the first text token
     if not has_text or not subject_words.strip():
         raise ValueError("generation without an edit_mask needs clip, target_text and subject_words "

@@ -156,6 +156,7 @@ def test_subject_words_count_from_the_first_text_token_after_the_chat_template(p
     assert dog == [4] and ids[prefix + 4] == spelled[0], "the 5th text token is ' dog'"
     assert SubjectWords(clip, text, token_indices="1, 2").tokens("qwen25_7b", cuts_prefix=True) == [0, 1]
     assert SubjectWords(clip, text, "sofa").tokens("qwen25_7b", cuts_prefix=True) == [7]
+    assert SubjectWords(None, token_indices="1, 2").tokens(None) == [1, 2], "a UNet without clip: after CLIP's start"
 
 
 def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_it(qwen):
