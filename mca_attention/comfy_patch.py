@@ -41,8 +41,10 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
         raise ValueError(f"subject_position 'edit region' moves RoPE positions, which this {adapter.family} model's "
                          f"attention has none of: set subject_position to 'own'.")
     sites = len(adapter.sites)
+    grid_columns = 0
     if isinstance(schedule, ScheduleRequest):
         schedules, labels = resolve_schedules(adapter.preset_schedule(preset), schedule, sites, adapter.family)
+        grid_columns = len(schedule.sweep[-1].values) if schedule.sweep else 0
     else:
         given = (schedule,) if isinstance(schedule, MCASchedule) else tuple(schedule)
         schedules = given_schedules(given, adapter.preset_salq_first_site(), sites, adapter.family)
@@ -68,6 +70,7 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
         preset=preset,
         schedules=schedules,
         labels=tuple(labels),
+        grid_columns=grid_columns,
         num_sites=sites,
         family=adapter.family,
         subject_mask=checked_mask(subject_mask, "subject_mask"),

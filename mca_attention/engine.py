@@ -6,7 +6,7 @@ Drives ComfyUI's own sampler (``comfy.sample.sample_custom``) with the MCA loop 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -65,6 +65,7 @@ class MCAOutput:
     shape: BatchShape
     edit_masks: list[torch.Tensor | None]  # each target's, at latent size; None where none was derived
     labels: list[str]
+    columns: int = 0  # targets per grid row: the sweep's last axis when the targets are its cells; 0 = none
 
     @property
     def targets(self) -> torch.Tensor:
@@ -133,7 +134,8 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
                           single_prompt(subject_prompt, PROMPT_NAMES[1]), negative, cfg, single, disable_pbar)
     done = [request.sample(p, _offset(callback, i * steps, steps * len(plan.passes)))
             for i, p in enumerate(plan.passes)]
-    return _assemble(done, plan)
+    swept = len(state.schedules) > 1 and len(cells) == len(state.schedules)  # the targets are the sweep's cells
+    return replace(_assemble(done, plan), columns=state.grid_columns if swept else 0)
 
 
 def _offset(callback, first: int, total: int):

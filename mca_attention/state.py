@@ -65,6 +65,7 @@ class MCAState:
     pooled_width: int | None = None  # the pooled text vector it needs: its width, 0 = unknown width, None = none
     move_subject: bool = False  # RoPE models: SALQ sees the subject's keys moved onto the edit region
     labels: tuple[str, ...] = ("",)  # per schedule cell: what it changes, e.g. "sagi_end=0.05" (grid labels)
+    grid_columns: int = 0  # the cells per grid row: the last swept setting's value count (0: no sweep)
     trace: list | None = None  # when a list, every call appends (step, site, ops per target, chunks): for tests
     _warned: set = field(default_factory=set, repr=False)
 

@@ -96,8 +96,8 @@ class MCAGrid:
                 "images": ("IMAGE", {"tooltip": "The decoded targets (VAE Decode of MCA Sampler's target)."}),
                 "labels": ("STRING", {"forceInput": True, "tooltip": "MCA Sampler's labels: one line per image."}),
                 "columns": ("INT", {"default": 0, "min": 0, "max": 64,
-                                    "tooltip": "Tiles per row; 0 = the last swept setting's value count, else a "
-                                               "square-ish grid."}),
+                                    "tooltip": "Tiles per row: connect MCA Sampler's grid_columns (the last swept "
+                                               "setting's value count), or type a number; 0 = a square-ish grid."}),
                 "tile_size": ("INT", {"default": 256, "min": 64, "max": 1024, "step": 32,
                                       "tooltip": "The side of each tile in pixels."}),
             },
@@ -111,19 +111,9 @@ class MCAGrid:
         if len(names) != images.shape[0]:
             raise ValueError(f"MCA Grid got {images.shape[0]} images but {len(names)} labels: connect the labels of "
                              f"the MCA Sampler whose targets were decoded.")
-        columns = columns or grid_columns(names)
+        columns = columns or math.ceil(math.sqrt(len(names)))
         grid = labelled_grid(_pictures(images), names, columns, tile_size, title)
         return (torch.from_numpy(np.asarray(grid).astype(np.float32) / 255.0)[None],)
-
-
-def grid_columns(labels: list[str]) -> int:
-    """The last swept setting's value count when the labels show a sweep, else a square-ish grid."""
-    last = [label.split(", ")[-1].split("=")[0] for label in labels]
-    if len(labels) > 1 and all("=" in label for label in labels) and len(set(last)) == 1:
-        values = len(dict.fromkeys(label.split(", ")[-1] for label in labels))
-        if len(labels) % values == 0:
-            return values
-    return math.ceil(math.sqrt(len(labels)))
 
 
 NODE_CLASS_MAPPINGS = {"MCA_ScheduleSweep": MCAScheduleSweep, "MCA_TargetPrompts": MCATargetPrompts,

@@ -16,13 +16,15 @@ class MCASampler:
                    "DDIM Invert.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
-    RETURN_TYPES = ("LATENT", "LATENT", "MASK", "STRING")
-    RETURN_NAMES = ("target", "all_rows", "edit_mask", "labels")
+    RETURN_TYPES = ("LATENT", "LATENT", "MASK", "STRING", "INT")
+    RETURN_NAMES = ("target", "all_rows", "edit_mask", "labels", "grid_columns")
     OUTPUT_TOOLTIPS = ("The targets' latents, one per target in cell order (one without a batch or sweep).",
                        "All rows [conditions, subject, targets], to inspect.",
                        "Each target's edit region: the patch's edit mask, or in generation the one derived from "
                        "the subject word's cross-attention (at image size).",
-                       "One label per target (what its cell changes), one per line: for MCA Grid.")
+                       "One label per target (what its cell changes), one per line: for MCA Grid.",
+                       "Targets per grid row for MCA Grid's columns: the last swept setting's value count when the "
+                       "targets are a sweep's cells; 0 otherwise (the grid then chooses a square-ish layout).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -67,7 +69,7 @@ class MCASampler:
                          make_callback=lambda steps: sampling_callback(model, steps), disable_pbar=False,
                          targets_per_pass=targets_per_pass)
         return ({"samples": out.targets}, {"samples": out.rows}, out.edit_mask_images(latent_layout(model).factor),
-                "\n".join(out.labels))
+                "\n".join(out.labels), out.columns)
 
 
 NODE_CLASS_MAPPINGS = {"MCA_Sampler": MCASampler}

@@ -150,7 +150,7 @@ def _finish(graph: Graph, base: Base, ckpt: Loaded, patched, prompts: dict, subj
                         seed=SEED, cfg=base.cfg, local_blend=True)
     images = graph.add("VAEDecode", "Output", 0, samples=sampler.out(), vae=ckpt.vae)
     if grid_title:
-        images = graph.add("MCA_Grid", "Output", 0, images=images.out(), labels=sampler.out(3), columns=0,
+        images = graph.add("MCA_Grid", "Output", 0, images=images.out(), labels=sampler.out(3), columns=sampler.out(4),
                            tile_size=256, title=grid_title)
     graph.add("SaveImage", "Output", 0, images=images.out(), filename_prefix=f"mca_{task}{base.suffix}")
 
@@ -247,8 +247,8 @@ def sweep_note(sweep: Sweep) -> str:
             "- Several target prompts: MCA Target Prompts (one prompt per line) into the sampler's target_prompt.\n"
             "- Several seeds (generation): the condition latent's batch size; target j takes seed + j.\n"
             "- Counts combine one to one, not multiplied: each is 1 or the same N.\n"
-            "- MCA Grid draws the decoded targets labelled with the sampler's labels (one per target); columns 0 = "
-            "the last swept setting's value count.\n"
+            "- MCA Grid draws the decoded targets labelled with the sampler's labels (one per target), with the "
+            "sampler's grid_columns (the last swept setting's value count) as its columns.\n"
             "- Memory: targets_per_pass on the sampler, 0 = as many as ComfyUI's free-memory estimate fits; a "
             "lower number splits the targets into passes (each holds the shared rows again).")
 

@@ -179,7 +179,7 @@ def test_sweep_workflow_is_the_swap_graph_with_a_schedule_grid():
     assert sweep[patch]["inputs"]["sweep"] == [columns, 0]
     assert all(value == -1 for name, value in sweep[patch]["inputs"].items() if name.startswith(("sagi", "salq")))
     assert sweep[decode]["inputs"]["samples"] == [sampler, 0]
-    assert sweep[grid]["inputs"] == {"images": [decode, 0], "labels": [sampler, 3], "columns": 0,
+    assert sweep[grid]["inputs"] == {"images": [decode, 0], "labels": [sampler, 3], "columns": [sampler, 4],
                                      "tile_size": SWEEP_TILE, "title": SWEEP_TITLE}
     assert sweep[save]["inputs"] == {"images": [grid, 0], "filename_prefix": "mca_swap_sweep"}
 

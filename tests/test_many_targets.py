@@ -236,9 +236,35 @@ def test_schedule_sweep_nodes_make_the_patch_cells_in_grid_order(pack):
     assert [s.sagi_end for s in state.schedules] == [0.1, 0.1, 0.2, 0.2]
     # salq_sites -1 is the preset (SD1.5: site 9), 0.5 is site 8; a swept salq_sites wins over the widget's site 3
     assert [s.salq_first_site for s in state.schedules] == [9, 8, 9, 8]
+    assert state.grid_columns == 2, "the last swept setting's value count, carried as data"
     plain, = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, 3,
                                                        edit_mask=EDIT_MASK)
     assert mca_state(plain).schedules[0].salq_first_site == 3 and mca_state(plain).labels == ("",)
+    assert mca_state(plain).grid_columns == 0
+
+
+def test_the_sampler_hands_the_grid_its_columns(pack):
+    """A 3 x 2 sweep: the sampler's grid_columns output is 2 and MCA Grid lays the 6 targets in rows of 2; several
+    target prompts without a sweep give 0 (the grid chooses)."""
+    family = FAMILIES["sd15"]
+    model = family.model()
+    sweep = batch_nodes.MCAScheduleSweep().sweep("sagi_end", "0.2, 0.4, 0.6")[0]
+    sweep = batch_nodes.MCAScheduleSweep().sweep("salq_end", "0.8, 1.0", sweep)[0]
+    mca, = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
+                                                     edit_mask=EDIT_MASK, sweep=sweep)
+    subject, condition = inverted(model, family, 1), inverted(model, family, 2)
+    target, _, _, labels, columns = sampler.MCASampler().sample(mca, family.prompt(1), family.prompt(2),
+                                                                family.prompt(3), family.prompt(9), subject, condition,
+                                                                0, 1.0, True)
+    assert columns == 2 and len(labels.split("\n")) == 6
+    grid, = batch_nodes.MCAGrid().draw(torch.rand(6, 32, 32, 3), labels, columns, 64)
+    assert grid.shape[2] == 2 * (64 + 6) + 6, "2 tiles a row"
+    plain, = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
+                                                       edit_mask=EDIT_MASK)
+    *_, columns = sampler.MCASampler().sample(plain, family.prompt(1), family.prompt(2),
+                                              labelled([(3, family.prompt(3)), (4, family.prompt(4))]),
+                                              family.prompt(9), subject, condition, 0, 1.0, True)
+    assert columns == 0
 
 
 def test_grid_node_draws_one_labelled_tile_per_target(pack):
@@ -246,7 +272,7 @@ def test_grid_node_draws_one_labelled_tile_per_target(pack):
     labels = "sagi_end=0.1, salq_end=0.8\nsagi_end=0.1, salq_end=1\nsagi_end=0.2, salq_end=0.8\nsagi_end=0.2, salq_end=1"
     grid, = batch_nodes.MCAGrid().draw(images, labels, 0, 64, "title")
     assert grid.shape[0] == 1 and grid.shape[3] == 3
-    assert grid.shape[2] == 2 * (64 + 6) + 6, "2 columns: the last swept setting has 2 values"
+    assert grid.shape[2] == 2 * (64 + 6) + 6, "columns 0: a square-ish grid, 2 x 2 for 4 tiles"
     assert grid.shape[1] > 2 * 64 and float(grid.std()) > 0.05
     three, = batch_nodes.MCAGrid().draw(images[:3], "a\nb\nc", 3, 64)
     assert three.shape[2] == 3 * 70 + 6
