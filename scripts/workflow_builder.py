@@ -124,8 +124,9 @@ def _widget_values(node: Node, info: dict) -> list:
     for name, spec in input_specs(info):
         if not is_widget(spec):
             continue
-        value = node.inputs.get(name, spec[1].get("default") if len(spec) > 1 else None)
-        values.append(None if isinstance(value, Output) else value)
+        default = spec[1].get("default") if len(spec) > 1 else None
+        value = node.inputs.get(name, default)
+        values.append(default if isinstance(value, Output) else value)  # a linked widget keeps its default
         if len(spec) > 1 and spec[1].get("control_after_generate"):
             values.append("fixed")
     return values

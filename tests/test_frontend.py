@@ -102,14 +102,16 @@ def test_ui_workflow_loads_without_missing_nodes(page, object_info, task):
     assert sorted(graph["types"]) == sorted(node["type"] for node in workflow["nodes"])
     assert "seed" in graph["widgets"]["MCA_Sampler"] and "preset" in graph["widgets"]["MCA_AttentionPatch"]
     # the frontend's widgets are the API file's widget inputs, with its values: the positional widgets_values mean
-    # what the builder wrote (an input with forceInput, as MCA Grid's labels, is a socket with no widget value)
+    # what the builder wrote (an input with forceInput, as MCA Grid's labels, is a socket with no widget value; a
+    # widget fed by a link, as MCA Grid's columns, takes the link's value)
     api = json.loads((WORKFLOWS / "api" / f"{task}.json").read_text())
     for node_id, values in graph["values"]:
         if str(node_id) not in api:  # the Note
             continue
         node = api[str(node_id)]
         declared = {name for section in object_info[node["class_type"]]["input"].values() for name in section}
-        shown = {name: value for name, value in values.items() if name in declared}  # not upload, preview...
+        linked = {name for name, value in node["inputs"].items() if isinstance(value, list)}  # fed by a link
+        shown = {name: value for name, value in values.items() if name in declared - linked}  # not upload, preview
         assert shown == {name: value for name, value in node["inputs"].items() if not isinstance(value, list)}, \
             f"{node['class_type']} {node_id}: the frontend shows {shown}"
     # the only dialog: the model files the loaders name (properties.models), none of which the test server has

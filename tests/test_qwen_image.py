@@ -108,9 +108,9 @@ def test_swap_and_add_keep_the_background_and_change_the_edit_region(qwen, task)
     model, subject, condition = qwen
     node = sampler.MCASampler()
     args = (*prompts(), subject, condition, 0, 4.0, True)
-    target, rows, _, _ = node.sample(patch_model(model, PRESETS[task], SCHEDULE, SUBJECT_MASK, EDIT_MASK), *args)
+    target, rows, *_ = node.sample(patch_model(model, PRESETS[task], SCHEDULE, SUBJECT_MASK, EDIT_MASK), *args)
     silent = MCASchedule(sagi_start=0.0, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=0)
-    plain, _, _, _ = node.sample(patch_model(model, PRESETS[task], silent, SUBJECT_MASK, EDIT_MASK), *args)
+    plain, *_ = node.sample(patch_model(model, PRESETS[task], silent, SUBJECT_MASK, EDIT_MASK), *args)
     assert target["samples"].shape == LATENT
     outside = square_mask(8, 1, 5)[0] < 0.5
     torch.testing.assert_close(target["samples"][0, :, 0][:, outside], rows["samples"][0, :, 0][:, outside])

@@ -53,7 +53,7 @@ def test_swap_through_the_nodes_on_the_full_width_model(qwen_image):
     empty = qwen_prompt(0, 5)
     latents = [torch.randn(LATENT, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
     subject, condition = (invert.invert_latent(qwen_image, latent, empty, empty, 1.0, sigmas) for latent in latents)
-    target, rows, _, _ = sampler.MCASampler().sample(patched, qwen_prompt(1, 9), qwen_prompt(2, 7), qwen_prompt(3, 11),
+    target, rows, *_ = sampler.MCASampler().sample(patched, qwen_prompt(1, 9), qwen_prompt(2, 7), qwen_prompt(3, 11),
                                                      qwen_prompt(9, 4), subject, condition, 0, 4.0, True)
     assert torch.isfinite(rows["samples"]).all() and target["samples"].shape == LATENT
     assert {op for *_, (op,), _ in state.trace} == {Op.SAGI, Op.SALQ}, "3 steps: SAGI at step 0, SALQ after"
