@@ -419,6 +419,17 @@ def qwen_prompt(seed: int, tokens: int) -> list:
     return [[torch.randn(1, tokens, QWEN_CONTEXT_DIM, generator=generator), {"pooled_output": None}]]
 
 
+def load_diffusion_model(path: Path):
+    """The MODEL that ComfyUI's own Load Diffusion Model node (UNETLoader) makes of ``path``, as a user's graph runs it."""
+    comfy_host.boot_comfy()
+    import folder_paths
+    import nodes
+
+    folder_paths.add_model_folder_path("diffusion_models", str(path.parent))
+    (model,) = nodes.UNETLoader().load_unet(path.name, "default")
+    return model
+
+
 def flux_prompt(seed: int, tokens: int = 8, guidance: float = 3.5) -> list:
     """A CONDITIONING of Flux.1's real widths (T5-XXL tokens, CLIP-L pooled), random, with its guidance."""
     generator = torch.Generator().manual_seed(seed)

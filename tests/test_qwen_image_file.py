@@ -9,12 +9,11 @@ import pytest
 import torch
 
 import random_models
-from mca_ctrl.mca_attention import invert
 from mca_ctrl.mca_attention.adapters import model_adapter
-from mca_ctrl.mca_attention.comfy_patch import mca_state
 from mca_ctrl.mca_attention.schedule import Op
-from mca_ctrl.nodes import attention_patch, sampler
-from random_models import qwen_prompt, square_mask
+from mca_ctrl.nodes import sampler
+from random_models import qwen_prompt
+from user_path import EDIT_MASK, preset_swap
 
 LATENT = (1, 16, 1, 8, 8)
 
@@ -22,13 +21,7 @@ LATENT = (1, 16, 1, 8, 8)
 @pytest.fixture(scope="module")
 def qwen_image(pack):
     """Load Diffusion Model on the cached random file, as a user's graph runs it."""
-    import folder_paths
-    import nodes
-
-    path = random_models.random_qwen_image_file()
-    folder_paths.add_model_folder_path("diffusion_models", str(path.parent))
-    (model,) = nodes.UNETLoader().load_unet(path.name, "default")
-    return model
+    return random_models.load_diffusion_model(random_models.random_qwen_image_file())
 
 
 def test_load_diffusion_model_detects_the_random_file_as_qwen_image(qwen_image):
@@ -44,19 +37,11 @@ def test_load_diffusion_model_detects_the_random_file_as_qwen_image(qwen_image):
 def test_swap_through_the_nodes_on_the_full_width_model(qwen_image):
     """The patch node with the preset, real CFG (4, the template's), prompts of four lengths: SAGI then SALQ run,
     and the target keeps the condition outside the edit mask."""
-    subject_mask, edit_mask = square_mask(64, 16, 48), square_mask(64, 8, 40)
-    (patched,) = attention_patch.MCAAttentionPatch().patch(qwen_image, subject_mask, "swap", -1.0, -1.0, -1.0, -1.0,
-                                                          -1.0, -1, edit_mask=edit_mask)
-    state = mca_state(patched)
-    state.trace = []
-    sigmas = invert.schedule_sigmas(qwen_image, 3, None)
-    empty = qwen_prompt(0, 5)
-    latents = [torch.randn(LATENT, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
-    subject, condition = (invert.invert_latent(qwen_image, latent, empty, empty, 1.0, sigmas) for latent in latents)
+    patched, state, subject, condition, clean = preset_swap(qwen_image, LATENT, qwen_prompt(0, 5))
     target, rows, *_ = sampler.MCASampler().sample(patched, qwen_prompt(1, 9), qwen_prompt(2, 7), qwen_prompt(3, 11),
-                                                     qwen_prompt(9, 4), subject, condition, 0, 4.0, True)
+                                                   qwen_prompt(9, 4), subject, condition, 0, 4.0, True)
     assert torch.isfinite(rows["samples"]).all() and target["samples"].shape == LATENT
     assert {op for *_, (op,), _ in state.trace} == {Op.SAGI, Op.SALQ}, "3 steps: SAGI at step 0, SALQ after"
-    outside = torch.nn.functional.interpolate(edit_mask[None], size=LATENT[-2:], mode="nearest")[0, 0] <= 0.5
-    torch.testing.assert_close(target["samples"][0, :, 0][:, outside], latents[1][0, :, 0][:, outside], atol=1e-2,
+    outside = torch.nn.functional.interpolate(EDIT_MASK[None], size=LATENT[-2:], mode="nearest")[0, 0] <= 0.5
+    torch.testing.assert_close(target["samples"][0, :, 0][:, outside], clean[0, :, 0][:, outside], atol=1e-2,
                                rtol=1e-2)
