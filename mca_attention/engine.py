@@ -6,7 +6,7 @@ Drives ComfyUI's own sampler (``comfy.sample.sample_custom``) with the MCA loop 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -14,6 +14,7 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 
+from .adapters import latent_layout
 from .adapters.base import tell_the_ui
 from .batch import SamplingPass, TargetCell, TargetPlan, pass_rows, plan_targets, target_cells
 from .comfy_patch import MCAState, mca_state
@@ -66,15 +67,15 @@ class MCAOutput:
     edit_masks: list[torch.Tensor | None]  # each target's, at latent size; None where none was derived
     labels: list[str]
     columns: int = 0  # targets per grid row: the sweep's last axis when the targets are its cells; 0 = none
+    factor: int = 8  # image pixels per latent cell (the family's ``LatentLayout.factor``)
 
     @property
     def targets(self) -> torch.Tensor:
         return self.rows[self.shape.target_rows]
 
-    def edit_mask_images(self, factor: int) -> torch.Tensor:
-        """Each target's edit region as a MASK batch at image size (``factor`` pixels per latent cell; all zero
-        where there was none)."""
-        height, width = (int(side) * factor for side in self.rows.shape[-2:])
+    def edit_mask_images(self) -> torch.Tensor:
+        """Each target's edit region as a MASK batch at image size (all zero where there was none)."""
+        height, width = (int(side) * self.factor for side in self.rows.shape[-2:])
         return torch.stack([torch.zeros(height, width) if edit is None else resize_mask(edit.float(), height, width)
                             for edit in self.edit_masks])
 
@@ -135,7 +136,7 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     done = [request.sample(p, _offset(callback, i * steps, steps * len(plan.passes)))
             for i, p in enumerate(plan.passes)]
     swept = len(state.schedules) > 1 and len(cells) == len(state.schedules)  # the targets are the sweep's cells
-    return replace(_assemble(done, plan), columns=state.grid_columns if swept else 0)
+    return _assemble(done, plan, state.grid_columns if swept else 0, latent_layout(model).factor)
 
 
 def _offset(callback, first: int, total: int):
@@ -185,7 +186,7 @@ class PassRequest:
         return sampling_pass, out, [None] * shape.targets if masks is None else list(masks)
 
 
-def _assemble(done: list, plan: TargetPlan) -> MCAOutput:
+def _assemble(done: list, plan: TargetPlan, columns: int, factor: int) -> MCAOutput:
     """The passes' rows as one batch ``[conditions, subject, targets]`` (shared rows from their first pass)."""
     whole, cells = plan.whole, plan.cells
     first_pass, first_rows, _ = done[0]
@@ -199,7 +200,7 @@ def _assemble(done: list, plan: TargetPlan) -> MCAOutput:
         for position, j in enumerate(sampling_pass.cells):
             rows[whole.shape.target_row(j)] = out[sampling_pass.shape.target_row(position)]
             edits[j] = pass_edits[position]
-    return MCAOutput(torch.stack(rows), whole.shape, edits, [cell.label for cell in cells])
+    return MCAOutput(torch.stack(rows), whole.shape, edits, [cell.label for cell in cells], columns, factor)
 
 
 def fitting_targets(model, latent_shape, most: int, seeded: bool) -> int:

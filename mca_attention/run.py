@@ -79,6 +79,7 @@ class RunCache:
     shifts: dict = field(default_factory=dict)  # (h, w, target) -> (edit mask, (rows, columns))
     rotations: dict = field(default_factory=dict)  # (shift, device) -> the RoPE rotation of that shift
     text_keys: dict = field(default_factory=dict)  # (cond_or_uncond, device) -> each row's own text tokens
+    padding_masks: dict = field(default_factory=dict)  # (cond_or_uncond, tokens, dtype, device) -> additive mask
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from .progress import sampling_callback
 
 class MCADDIMInvert:
     DESCRIPTION = ("Deterministic inversion of a VAE-encoded image: DDIM (the MCA-Ctrl / MasaCtrl update) for "
-                   "SD1.x/SD2.x/SDXL, its flow-matching twin for Flux and Chroma (taken from the MODEL). "
+                   "eps / v models (the UNets), its flow-matching twin for flow models (the DiTs; taken from the MODEL). "
                    "Outputs the inverted noise and carries the latent at every noise level, which the MCA "
                    "Sampler replays to pin the subject and condition rows.")
     CATEGORY = CATEGORY
@@ -26,7 +26,7 @@ class MCADDIMInvert:
                 "latent": ("LATENT", {"tooltip": "The image encoded with VAE Encode."}),
                 "positive": ("CONDITIONING", {"tooltip": "Inversion prompt; an empty prompt is the paper's setting."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
-                                  "tooltip": "Denoising steps (ddim_uniform schedule; simple for flow models such as Flux and Chroma); "
+                                  "tooltip": "Denoising steps (ddim_uniform schedule; simple for flow models, the DiTs); "
                                              "the MCA Sampler takes its steps from the subject's inversion. Invert "
                                              "subject and condition with the same steps."}),
                 "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1,

@@ -1,7 +1,6 @@
 """MCA Sampler: the targets sampled in one batch with the condition and subject rows they share."""
 from __future__ import annotations
 
-from ..mca_attention.adapters import latent_layout
 from ..mca_attention.engine import mca_sample
 from .common import CATEGORY
 from .progress import sampling_callback
@@ -68,7 +67,7 @@ class MCASampler:
                          cfg, sigmas, blend_mask=blend_mask, local_blend=local_blend,
                          make_callback=lambda steps: sampling_callback(model, steps), disable_pbar=False,
                          targets_per_pass=targets_per_pass)
-        return ({"samples": out.targets}, {"samples": out.rows}, out.edit_mask_images(latent_layout(model).factor),
+        return ({"samples": out.targets}, {"samples": out.rows}, out.edit_mask_images(),
                 "\n".join(out.labels), out.columns)
 
 

@@ -25,7 +25,14 @@ def family_list(adapter: type[ModelAdapter]) -> str:
     return ", ".join(dict.fromkeys(adapter.FAMILIES.values()))
 
 
-SUPPORTED_FAMILIES = "; ".join(f"{family_list(adapter)} ({adapter.KIND}s)" for adapter in ADAPTERS)
+def _by_kind() -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for adapter in ADAPTERS:
+        kinds.setdefault(adapter.KIND, []).extend(dict.fromkeys(adapter.FAMILIES.values()))
+    return kinds
+
+
+SUPPORTED_FAMILIES = "; ".join(f"{', '.join(names)} ({kind}s)" for kind, names in _by_kind().items())
 REFUSED_FAMILIES = ", ".join(dict.fromkeys(REFUSED.values()))
 
 

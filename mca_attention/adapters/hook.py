@@ -10,7 +10,7 @@ The token layout of a call (text first, then the image grid) comes in a :class:`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -40,6 +40,18 @@ class Call:
     cond_or_uncond: list[int]
     tokens: TokenLayout
     native: tuple = ()  # the adapter's own call arguments (the MMDiT override's func, args, kwargs)
+    padding: torch.Tensor | None = None  # set by ``attend`` when prompts were padded: ``padding_mask``'s value
+
+
+def padding_mask(cache: RunCache, call: Call, keys: torch.Tensor) -> torch.Tensor:
+    """The additive ``[rows, 1, 1, tokens]`` mask of a padded call (-inf on each row's padded text keys), once per
+    run, chunk list, length, dtype and device."""
+    key = (tuple(call.cond_or_uncond), call.q.shape[2], call.q.dtype, str(call.q.device))
+    if key not in cache.padding_masks:
+        allowed = torch.cat([keys, keys.new_ones((keys.shape[0], call.q.shape[2] - keys.shape[1]))], 1)
+        mask = torch.zeros(allowed.shape, dtype=call.q.dtype, device=call.q.device)
+        cache.padding_masks[key] = mask.masked_fill(~allowed, float("-inf"))[:, None, None, :]
+    return cache.padding_masks[key]
 
 
 def text_keys(cache: RunCache, current: RunStep, call: Call) -> torch.Tensor | None:
@@ -97,6 +109,8 @@ class SiteHook:
         q, cond_or_uncond = call.q, call.cond_or_uncond
         cache = state.run_cache(current.run)
         keys = text_keys(cache, current, call)
+        if keys is not None:
+            call = replace(call, padding=padding_mask(cache, call, keys))
         if site is None:
             return self.ordinary(call, None, keys)
         batch, shape, chunks = q.shape[0], current.run.shape, len(cond_or_uncond)

@@ -77,18 +77,11 @@ class JointAttention(SiteHook):
         if text_keys is not None:
             if _given_mask(args, kwargs) is not None:
                 raise ValueError(MASK_REFUSED)
-            args, kwargs = _with_mask(args, kwargs, self._padding_mask(call, text_keys))
+            mask = call.padding if rows is None else call.padding[rows]  # built once per run (hook.padding_mask)
+            args, kwargs = _with_mask(args, kwargs, mask)
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)
-
-    @staticmethod
-    def _padding_mask(call: Call, text_keys: torch.Tensor) -> torch.Tensor:
-        """An additive ``[rows, 1, 1, tokens]`` mask: -inf on each row's padded text keys."""
-        image = text_keys.new_ones((text_keys.shape[0], call.q.shape[2] - text_keys.shape[1]))
-        allowed = torch.cat([text_keys, image], 1)
-        mask = torch.zeros(allowed.shape, dtype=call.q.dtype, device=call.q.device)
-        return mask.masked_fill(~allowed, float("-inf"))[:, None, None, :]
 
     def merged(self, x: torch.Tensor) -> torch.Tensor:
         return _merged(x)

@@ -18,12 +18,10 @@ from .mmdit import MMDiTAdapter
 class QwenImageAdapter(MMDiTAdapter):
     """Qwen-Image: 60 joint blocks over 2 x 2 patches of a 16-channel 5-D latent."""
 
-    KIND = "MMDiT"
     FAMILIES = {"QwenImage": "Qwen-Image"}
     SITES = {"Qwen-Image": "60 (joint blocks)"}
     LATENT = LatentLayout(channels=16, dims=5, patch=2)
     TEXT = TextFacts(encoder_key="qwen25_7b", repeats_short_prompts=False, cuts_prefix=True)
-    HAS_POSITIONS = True
     PRESET_SOURCE = ("the Flux.1 preset carried over: SALQ at every block (KV-Edit, FreeGraftor and Personalize "
                      "Anything compose at every block of a joint-attention DiT), the official step fractions, at "
                      "least one step per non-empty range")
