@@ -45,6 +45,17 @@ def test_the_readme_table_has_one_row_per_declared_family():
         assert kind == adapter.KIND and sites == adapter.SITES[name], f"README row {name}"
 
 
+def test_every_architecture_module_is_found_by_the_registry():
+    """A family is one file: each module of ``adapters/`` (but the interface and the hook body) adds its adapter(s)
+    without an edit to the registry."""
+    import pkgutil
+
+    import mca_ctrl.mca_attention.adapters as adapters
+
+    modules = {info.name for info in pkgutil.iter_modules(adapters.__path__)} - set(adapters.SHARED_MODULES)
+    assert modules and {adapter.__module__.rsplit(".", 1)[1] for adapter in ADAPTERS} == modules
+
+
 def test_the_refusal_list_and_the_supported_list_come_from_the_declarations():
     assert set(REFUSED.values()).isdisjoint(DECLARED), "a family is either declared or refused"
     assert all(name in SUPPORTED_FAMILIES for name in DECLARED)

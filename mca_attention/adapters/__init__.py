@@ -1,24 +1,41 @@
-"""The registry: one adapter per architecture, each declaring the families it serves; ``model_adapter`` picks
-the one for a loaded model or refuses the model by name.
+"""The registry: every adapter class defined in a module of this package (one module per architecture), each
+declaring the families it serves; ``model_adapter`` picks the one for a loaded model or refuses the model by name.
 
-Adding a family = one adapter module and its tests, plus its class in ``ADAPTERS`` (see the README's "Adding
-a model family"). Every list of families users see is made here from the adapters' declarations.
+Adding a family = one adapter module and its tests (see the README's "Adding a model family"): this file finds
+the module by itself, and every list of families users see is made here from the adapters' declarations.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from .base import LatentLayout, ModelAdapter, Site, latent_channels
-from .mmdit import MMDiTAdapter
-from .qwen_image import QwenImageAdapter
-from .unet import UNetAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (UNetAdapter, MMDiTAdapter, QwenImageAdapter)
+SHARED_MODULES = ("base", "hook")  # the interface and the hook body, not architectures
 
-# Families ComfyUI detects that no adapter serves yet: config class -> the name users know (for the refusal).
-REFUSED = {"SD3": "Stable Diffusion 3", "AuraFlow": "AuraFlow", "HunyuanDiT": "Hunyuan-DiT",
-           "HunyuanImage21": "HunyuanImage 2.1", "PixArtAlpha": "PixArt", "PixArtSigma": "PixArt", "Flux2": "Flux.2",
-           "FluxInpaint": "Flux.1 Fill", "ChromaRadiance": "Chroma Radiance",
-           "Lumina2": "Lumina 2", "ZImage": "Z-Image", "HiDream": "HiDream"}
-FAMILY_NAMES = {**REFUSED, **{config: name for adapter in ADAPTERS for config, name in adapter.FAMILIES.items()}}
+
+def _discovered() -> tuple[type[ModelAdapter], ...]:
+    """The adapter classes (those that declare families) of this package's modules, in module-name order."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        if info.name in SHARED_MODULES:
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found += [value for value in vars(module).values() if isinstance(value, type)
+                  and issubclass(value, ModelAdapter) and value.__module__ == module.__name__ and value.FAMILIES]
+    return tuple(found)
+
+
+ADAPTERS: tuple[type[ModelAdapter], ...] = _discovered()
+
+# Families ComfyUI detects: config class -> the name users know. Those no adapter declares are refused by name.
+DETECTED = {"SD3": "Stable Diffusion 3", "AuraFlow": "AuraFlow", "HunyuanDiT": "Hunyuan-DiT",
+            "HunyuanImage21": "HunyuanImage 2.1", "PixArtAlpha": "PixArt", "PixArtSigma": "PixArt", "Flux2": "Flux.2",
+            "FluxInpaint": "Flux.1 Fill", "ChromaRadiance": "Chroma Radiance", "QwenImage": "Qwen-Image",
+            "Lumina2": "Lumina 2", "ZImage": "Z-Image", "HiDream": "HiDream"}
+DECLARED = {config: name for adapter in ADAPTERS for config, name in adapter.FAMILIES.items()}
+REFUSED = {config: name for config, name in DETECTED.items() if config not in DECLARED}
+FAMILY_NAMES = {**REFUSED, **DECLARED}
 
 
 def family_list(adapter: type[ModelAdapter]) -> str:
