@@ -263,8 +263,8 @@ FLUX_NOTE = ("\n\nFLUX.1 / CHROMA: MCA acts in the joint text+image attention of
              "steps). Flux.1 dev is guidance-distilled: cfg 1.0, its guidance (3.5) rides on the prompts; give a "
              "FluxGuidance node, if you add one, to all three row prompts with one value. Schnell: 4 steps. "
              "Chroma: CLIPLoader (t5xxl, type chroma) instead of DualCLIPLoader, cfg about 4 and a real negative. "
-             "Latents from ae.safetensors have 16 channels; prompts of different T5 lengths are refused "
-             "(Flux pads every prompt to 256 tokens).")
+             "Latents from ae.safetensors have 16 channels; prompts of any T5 length share the batch (each row "
+             "padded after its own tokens, the padding left out of every softmax).")
 
 
 def add() -> Graph:
