@@ -35,4 +35,24 @@ FLUX_CLIP_L = ModelFiles("text_encoders", "clip_l.safetensors", (), "the CLIP-L 
 FLUX_T5 = ModelFiles("text_encoders", "t5xxl_fp16.safetensors", ("t5xxl_fp8_e4m3fn.safetensors",),
                      "the T5-XXL text encoder of the Flux release")
 FLUX_VAE = ModelFiles("vae", "ae.safetensors", (), "the FLUX.1 autoencoder")
-EXPECTED_MODELS = (CHECKPOINT, SDXL_CHECKPOINT, FLUX_MODEL, FLUX_CLIP_L, FLUX_T5, FLUX_VAE, SAM, GROUNDING_DINO)
+QWEN_IMAGE_MODEL = ModelFiles("diffusion_models", "qwen_image_fp8_e4m3fn.safetensors",
+                              ("qwen_image_2512_fp8_e4m3fn.safetensors", "qwen_image_edit_2509_fp8_e4m3fn.safetensors",
+                               "qwen_image_edit_2511_bf16.safetensors"),
+                              "Comfy-Org's Qwen-Image repackaging (Qwen-Image, or an Edit 2509 / 2511 checkpoint)")
+QWEN_IMAGE_TEXT = ModelFiles("text_encoders", "qwen_2.5_vl_7b_fp8_scaled.safetensors", (),
+                             "the Qwen2.5-VL 7B text encoder of Comfy-Org's Qwen-Image repackaging (CLIPLoader type "
+                             "qwen_image)")
+QWEN_IMAGE_VAE = ModelFiles("vae", "qwen_image_vae.safetensors", (), "the Qwen-Image autoencoder")
+FLUX2_MODEL = ModelFiles("diffusion_models", "flux2_dev_fp8mixed.safetensors", ("flux2-dev.safetensors",),
+                         "Comfy-Org's FLUX.2 dev repackaging (or Black Forest Labs' FLUX.2 dev release)")
+FLUX2_TEXT = ModelFiles("text_encoders", "mistral_3_small_flux2_bf16.safetensors",
+                        ("mistral_3_small_flux2_fp8.safetensors",),
+                        "the Mistral 3 Small text encoder of Comfy-Org's FLUX.2 dev repackaging (CLIPLoader type flux2)")
+FLUX2_VAE = ModelFiles("vae", "flux2-vae.safetensors", (), "the FLUX.2 autoencoder")
+Z_IMAGE_MODEL = ModelFiles("diffusion_models", "z_image_turbo_bf16.safetensors", ("z_image_bf16.safetensors",),
+                           "Comfy-Org's Z-Image Turbo repackaging (or Z-Image base); its VAE is FLUX.1's ae.safetensors")
+Z_IMAGE_TEXT = ModelFiles("text_encoders", "qwen_3_4b.safetensors", ("qwen_3_4b_fp8_mixed.safetensors",),
+                          "the Qwen3-4B text encoder of Comfy-Org's Z-Image repackaging (CLIPLoader type lumina2)")
+EXPECTED_MODELS = (CHECKPOINT, SDXL_CHECKPOINT, FLUX_MODEL, FLUX_CLIP_L, FLUX_T5, FLUX_VAE, QWEN_IMAGE_MODEL,
+                   QWEN_IMAGE_TEXT, QWEN_IMAGE_VAE, FLUX2_MODEL, FLUX2_TEXT, FLUX2_VAE, Z_IMAGE_MODEL, Z_IMAGE_TEXT, SAM,
+                   GROUNDING_DINO)

@@ -125,6 +125,7 @@ class Family:
     ratios_only: bool  # only plain batch-3 vs MCA sampling (no inversion, pipeline or single-forward figures)
     latent_channels: int = 4
     latent_dims: int = 4  # Qwen-Image: 5 ([batch, 16, 1, h, w])
+    factor: int = 8  # image pixels per latent cell (Flux.2: 16)
     tokens: int = 77  # text tokens per prompt
     cfg: float = 7.5
     sampler: tuple[str, str] = ("ddim", "ddim_uniform")  # the plain floor's sampler and scheduler
@@ -149,6 +150,24 @@ def qwen_image_model(dtype: torch.dtype):
     return model
 
 
+def flux2_model(dtype: torch.dtype):
+    """Flux.2 dev's architecture: full size on a GPU (8 + 48 blocks, bf16), 768 wide with 2 double + 4 single
+    blocks on a CPU; its Mistral 3 text width 15360."""
+    full = torch.cuda.is_available()
+    width, double, single = (6144, 8, 48) if full else (768, 2, 4)
+    return random_models.tiny_flux2_model(seed=1, double=double, single=single, width=width, context=15360,
+                                          dtype=torch.bfloat16 if full else dtype)
+
+
+def z_image_model(dtype: torch.dtype):
+    """Z-Image's architecture: full size on a GPU (3840 wide, 30 layers, bf16), 768 wide with 4 layers (after its
+    2 + 2 refiner layers) on a CPU; its Qwen3-4B text width 2560."""
+    full = torch.cuda.is_available()
+    width, layers = (3840, 30) if full else (768, 4)
+    return random_models.tiny_z_image_model(seed=1, layers=layers, width=width, context=2560,
+                                            dtype=torch.bfloat16 if full else dtype)
+
+
 def latent_shape(family: Family, batch: int, side: int) -> tuple[int, ...]:
     """``[batch, channels, h, w]``, or with the frame axis of a 5-D family."""
     return (batch, family.latent_channels, *([1] * (family.latent_dims - 4)), side, side)
@@ -165,6 +184,14 @@ FAMILIES = {
     "qwen_image": Family("Qwen-Image architecture (CPU: 768 wide, 4 blocks; GPU: full size, bf16)", qwen_image_model,
                          3584, None, (256,), (1328,), ratios_only=True, latent_channels=16, latent_dims=5, tokens=64,
                          cfg=4.0, sampler=("euler", "simple"), extra={}),
+    # 64 tokens a prompt, which the model pads to 512 (as it pads every real prompt)
+    "flux2": Family("Flux.2 dev architecture (CPU: 768 wide, 2+4 blocks; GPU: full size, bf16)", flux2_model, 15360,
+                    None, (256,), (1024,), ratios_only=True, latent_channels=128, factor=16, tokens=64, cfg=1.0,
+                    sampler=("euler", "simple"), extra={"guidance": 4.0, "pooled_output": None}),
+    # the Turbo template's cfg 1; 64 tokens a prompt (two of the model's 32-token blocks)
+    "z_image": Family("Z-Image architecture (CPU: 768 wide, 4 layers; GPU: full size, bf16)", z_image_model, 2560,
+                      None, (256,), (1024,), ratios_only=True, latent_channels=16, tokens=64, cfg=1.0,
+                      sampler=("euler", "simple"), extra={"pooled_output": None}),
 }
 
 
@@ -180,8 +207,8 @@ def prompt(family: Family, seed: int) -> list:
 def batch_prompt(rows: list[list]) -> list:
     """One CONDITIONING entry whose rows are the given prompts (the plain ComfyUI batch-3 floor)."""
     text = torch.cat([row[0][0] for row in rows])
-    pooled = [row[0][1]["pooled_output"] for row in rows if "pooled_output" in row[0][1]]
-    options = {key: value for key, value in rows[0][0][1].items() if key != "pooled_output"}
+    pooled = [row[0][1]["pooled_output"] for row in rows if row[0][1].get("pooled_output") is not None]
+    options = dict(rows[0][0][1])  # a family without pooled text keeps its None
     return [[text, {**options, **({"pooled_output": torch.cat(pooled)} if pooled else {})}]]
 
 
@@ -226,7 +253,7 @@ def square(size: int, start: float, stop: float) -> torch.Tensor:
 def bench_sampling(family: Family, model, mods, device, size: int, steps: int, repeats: int) -> dict:
     import comfy.sample
 
-    latent_size = size // 8
+    latent_size = size // family.factor
     invert, sampler = mods["mca_attention.invert"], mods["mca_attention.engine"]
     swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
     adapter = mods["mca_attention.adapters"].model_adapter(model)
@@ -286,8 +313,11 @@ def cell_schedules(base, cells: int) -> list:
 
 def bench_cells(family: Family, model, mods, device, size: int, steps: int, repeats: int, cells: int) -> dict:
     """N schedule cells of one swap item: one pass (N targets against the shared condition and subject rows)
-    vs N separate single-schedule runs, interleaved; and the largest difference between their targets."""
-    latent_size = size // 8
+    vs N separate single-schedule runs, interleaved; the largest difference between their targets; and the floor
+    of their ratio: ComfyUI's plain sampler on the same rows (2 + N a chunk once, against 3 a chunk N times)."""
+    import comfy.sample
+
+    latent_size = size // family.factor
     invert, sampler = mods["mca_attention.invert"], mods["mca_attention.engine"]
     comfy_patch = mods["mca_attention.comfy_patch"]
     swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
@@ -317,11 +347,26 @@ def bench_cells(family: Family, model, mods, device, size: int, steps: int, repe
     def separate():
         outputs["separate"] = torch.cat([sample(patch, 1).targets for patch in separate_patches])
 
-    results = measure_interleaved({"one_pass": one_pass, "separate": separate}, repeats, device)
+    def plain(batch: int):
+        """ComfyUI's own sampler on the unpatched model, ``batch`` rows a chunk: the floor's forwards."""
+        zeros = torch.zeros(latent_shape(family, batch, latent_size))
+        text = batch_prompt([prompt(family, 10 + i) for i in range(batch)])
+        return lambda: comfy.sample.sample(model, comfy.sample.prepare_noise(zeros, 0), steps, family.cfg,
+                                           *family.sampler, text, negative, zeros, disable_pbar=True, seed=0)
+
+    plain_one_pass, plain_row = plain(2 + cells), plain(3)  # the rows of one pass; of one separate run
+
+    def plain_separate():
+        for _ in range(cells):
+            plain_row()
+
+    results = measure_interleaved({"one_pass": one_pass, "separate": separate, "plain_one_pass": plain_one_pass,
+                                   "plain_separate": plain_separate}, repeats, device)
     a, b = outputs["one_pass"].float().cpu(), outputs["separate"].float().cpu()
     difference = (a - b).abs()
     pairs = zip(results["one_pass"]["runs_seconds"], results["separate"]["runs_seconds"])
-    results.update(cells=cells, size=size, labels=labels, shape=list(a.shape),
+    floor = results["plain_one_pass"]["seconds"] / results["plain_separate"]["seconds"]
+    results.update(cells=cells, size=size, labels=labels, shape=list(a.shape), floor_ratio=round(floor, 3),
                    round_ratios=[round(one / apart, 3) for one, apart in pairs],
                    max_abs_difference=float(difference.max()), max_abs_target=float(b.abs().max()),
                    max_abs_difference_per_cell=[float(d.max()) for d in difference], tolerance=CELLS_TOLERANCE,
@@ -335,7 +380,7 @@ def bench_unet_forward(family: Family, model, mods, device, dtype, size: int, re
     schedule_module, run_module = mods["mca_attention.schedule"], mods["mca_attention.run"]
     swap = mods["mca_attention.tasks"].PRESETS[mods["mca_attention.tasks"].Task.SWAP]
     run = run_module.MCARun(total_steps=1)
-    latent_size = size // 8
+    latent_size = size // family.factor
     unet = model.model.diffusion_model.to(device)
     x = torch.randn(6, 4, latent_size, latent_size).to(device, dtype)
     t = torch.full((6,), 500.0, device=device)
@@ -488,12 +533,13 @@ def print_cells(report: dict) -> None:
     mib = 1024 ** 2
     print("schedule cells of one swap item: one pass vs separate runs; per-cell ratio = one pass / separate total; "
           "peak: process RSS (CPU) / CUDA allocated (GPU) MiB, absolute (above the phase's start)")
-    print(f"{'family':<28} {'px':>4} {'N':>2} {'one pass s':>10} {'separate s':>10} {'ratio':>6} {'rounds':>11} "
+    print(f"{'family':<28} {'px':>4} {'N':>2} {'one pass s':>10} {'separate s':>10} {'ratio':>6} {'floor':>6} "
+          f"{'rounds':>11} "
           f"{'peak one pass':>15} {'peak separate':>15} {'max |diff|':>10} {'max |x|':>8} within")
     for title, c in rows:
         one, sep = c["one_pass"], c["separate"]
         print(f"{title[:28]:<28} {c['size']:>4} {c['cells']:>2} {one['seconds']:>10.2f} {sep['seconds']:>10.2f} "
-              f"{one['seconds'] / sep['seconds']:>6.3f} "
+              f"{one['seconds'] / sep['seconds']:>6.3f} {c.get('floor_ratio', float('nan')):>6.3f} "
               f"{min(c['round_ratios']):>5.3f}-{max(c['round_ratios']):<5.3f} "
               f"{one['peak_total_bytes'] / mib:>7.0f} ({one['peak_bytes'] / mib:>4.0f}) "
               f"{sep['peak_total_bytes'] / mib:>7.0f} ({sep['peak_bytes'] / mib:>4.0f}) "

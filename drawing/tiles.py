@@ -13,6 +13,7 @@ INK = (20, 20, 20)
 MUTED = (120, 120, 120)
 SUBJECT_COLOUR = (230, 40, 40)
 EDIT_COLOUR = (30, 200, 60)
+LABEL_LINES = 3  # a tile's label at most: a longer one ends in an ellipsis (the full text stays in the labels)
 
 
 def font(size: int = 14) -> ImageFont.ImageFont:
@@ -63,7 +64,7 @@ def text_box(lines: list[str], width: int, height: int, size: int = 14, colour: 
     chars = max(8, int(width / (size * 0.55)))
     y = 4
     for line in lines:
-        for part in textwrap.wrap(line, chars) or [""]:
+        for part in textwrap.wrap(line, chars, break_long_words=False, break_on_hyphens=False) or [""]:
             draw.text((6, y), part, fill=colour, font=face)
             y += size + 4
     return canvas
@@ -86,14 +87,27 @@ def vertical_text(text: str, height: int, width: int, size: int = 16) -> Image.I
     return strip.rotate(90, expand=True)
 
 
+def label_lines(label: str, chars: int, most: int = LABEL_LINES) -> list[str]:
+    """``label`` wrapped at word boundaries into lines of about ``chars``, at most ``most`` of them (the last one
+    shortened with an ellipsis when the label is longer)."""
+    lines = textwrap.wrap(label, chars, break_long_words=False, break_on_hyphens=False)
+    if len(lines) <= most:
+        return lines
+    kept = lines[:most]
+    kept[-1] = textwrap.shorten(" ".join(lines[most - 1:]), chars, placeholder=" …")
+    return kept
+
+
 def labelled_grid(images: list[Image.Image], labels: list[str], columns: int, tile_size: int,
                   title: str = "", size: int = 14) -> Image.Image:
-    """The images in rows of ``columns`` tiles, each with its label under it (wrapped), and ``title`` on top."""
+    """The images in rows of ``columns`` tiles, each with its label under it (wrapped at words, at most
+    ``LABEL_LINES`` lines), and ``title`` on top."""
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
     chars = max(8, int(tile_size / (size * 0.55)))
-    label_lines = max((len(textwrap.wrap(label, chars)) for label in labels), default=0)
-    label_height = label_lines * (size + 4) + 6 if label_lines else 0
+    wrapped = [label_lines(label, chars) for label in labels]
+    most_lines = max((len(lines) for lines in wrapped), default=0)
+    label_height = most_lines * (size + 4) + 6 if most_lines else 0
     title_height = size + 16 if title else 0
     gap = 6
     width, height = columns * (tile_size + gap) + gap, title_height + rows * (tile_size + label_height + gap) + gap
@@ -106,5 +120,5 @@ def labelled_grid(images: list[Image.Image], labels: list[str], columns: int, ti
         y = title_height + gap + (index // columns) * (tile_size + label_height + gap)
         grid.paste(fitted(image, tile_size), (x, y))
         if label_height:
-            grid.paste(text_box([labels[index]], tile_size, label_height, size), (x, y + tile_size))
+            grid.paste(text_box(wrapped[index], tile_size, label_height, size), (x, y + tile_size))
     return grid

@@ -136,12 +136,13 @@ def blend_regions(q_fg: torch.Tensor, fg: KeySource, q_bg: torch.Tensor, bg: Key
 
 def target_attention(op: Op, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: RowLayout,
                      plan: RegionPlan, heads: int, text_tokens: int = 0,
-                     text_keys: torch.Tensor | None = None) -> torch.Tensor:
+                     text_keys: torch.Tensor | None = None, tail_tokens: int = 0) -> torch.Tensor:
     """The target rows ``[chunks, tokens, heads*d]`` of one attention call under SALQ or SAGI.
 
     ``q``, ``k``, ``v`` hold the whole MCA batch (every chunk's condition, subject and target rows);
     ``rows`` says which rows are which; the first ``text_tokens`` of every row are its text (joint
-    attention), the rest its image tokens. ``text_keys`` ``[batch, text_tokens]`` (bool), when prompts were
+    attention), the rest its image tokens, but for ``tail_tokens`` pad tokens after them (Z-Image), which are
+    context of their own row like its text. ``text_keys`` ``[batch, text_tokens]`` (bool), when prompts were
     padded to one length, marks each row's own text tokens: padding takes part in no softmax. This is the
     one function every adapter's hook calls.
 
@@ -151,13 +152,26 @@ def target_attention(op: Op, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
       region and the condition's own restricted attention outside it (each with its own text keys).
     """
     c, s, t = rows.condition, rows.subject, rows.target
-    image = slice(text_tokens, None)
+    length = k.shape[1]
+    image = slice(text_tokens, length - tail_tokens)
+    context_tokens = text_tokens + tail_tokens
+
+    def context(x: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        """The row's own context tokens: its text, then the pad tokens after its image (if any)."""
+        if tail_tokens == 0:
+            return x[row, :text_tokens]
+        return torch.cat([x[row, :text_tokens], x[row, length - tail_tokens:]], 1)
+
+    def own_context(row: torch.Tensor) -> torch.Tensor | None:
+        if text_keys is None or tail_tokens == 0:
+            return None if text_keys is None else text_keys[row]
+        return torch.cat([text_keys[row], text_keys.new_ones((len(row), tail_tokens))], 1)
 
     def source(image_row: torch.Tensor, text_row: torch.Tensor) -> KeySource:
-        if text_tokens == 0:
+        if context_tokens == 0:
             return KeySource(k[image_row], v[image_row])
-        return KeySource(k[image_row, image], v[image_row, image], k[text_row, :text_tokens],
-                         v[text_row, :text_tokens], None if text_keys is None else text_keys[text_row])
+        return KeySource(k[image_row, image], v[image_row, image], context(k, text_row), context(v, text_row),
+                         own_context(text_row))
 
     if op is Op.SALQ:
         image_out = blend_regions(q[t, image], source(s, t), q[t, image], source(c, t), plan, heads)
@@ -165,9 +179,11 @@ def target_attention(op: Op, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         image_out = blend_regions(q[s, image], source(s, s), q[c, image], source(c, c), plan, heads)
     else:
         raise ValueError(f"target_attention needs Op.SALQ or Op.SAGI, got {op}")
-    if text_tokens == 0:
+    if context_tokens == 0:
         return image_out
     own = None if text_keys is None else torch.cat(
-        [text_keys[t], text_keys.new_ones((len(t), k.shape[1] - text_tokens))], 1)
-    text_out = attend(q[t, :text_tokens], k[t], v[t], heads, own)
-    return torch.cat([text_out, image_out], 1)
+        [text_keys[t], text_keys.new_ones((len(t), length - text_tokens))], 1)
+    context_out = attend(context(q, t), k[t], v[t], heads, own)  # the target's context queries: ordinary attention
+    if tail_tokens == 0:
+        return torch.cat([context_out, image_out], 1)
+    return torch.cat([context_out[:, :text_tokens], image_out, context_out[:, text_tokens:]], 1)

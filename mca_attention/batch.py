@@ -28,16 +28,17 @@ class TargetCell:
 def target_cells(seed: int, schedule_labels: list[str], prompt_labels: list[str], seeds: int,
                  seeded: bool) -> list[TargetCell]:
     """The targets asked for; ``seeded``: the seed draws the noise (generation), so each target names it."""
-    counts = {"schedule cells (MCA Schedule Sweep)": len(schedule_labels),
-              "target prompts (MCA Target Prompts)": len(prompt_labels),
-              "seeds (the condition latent's batch size)": seeds}
+    counts = {("schedule cell", "schedule cells", "(MCA Schedule Sweep)"): len(schedule_labels),
+              ("target prompt", "target prompts", "(MCA Target Prompts)"): len(prompt_labels),
+              ("seed", "seeds", "(the condition latent's batch size)"): seeds}
     if min(counts.values()) < 1:
-        empty = ", ".join(name for name, count in counts.items() if count < 1)
+        empty = ", ".join(f"{plural} {where}" for (_, plural, where), count in counts.items() if count < 1)
         raise ValueError(f"MCA Sampler got no targets: there are 0 {empty}. Give at least one.")
     total = max(counts.values())
     wrong = {name: count for name, count in counts.items() if count not in (1, total)}
     if wrong:
-        listed = ", ".join(f"{count} {name}" for name, count in counts.items())
+        listed = ", ".join(f"{count} {one if count == 1 else plural} {where}"
+                           for (one, plural, where), count in counts.items())
         raise ValueError(f"MCA Sampler cannot pair {listed}: each must be 1 (shared by every target) or the same "
                          f"number N (one per target).")
     cells = []
@@ -45,7 +46,7 @@ def target_cells(seed: int, schedule_labels: list[str], prompt_labels: list[str]
         schedule = j if len(schedule_labels) == total else 0
         prompt = j if len(prompt_labels) == total else 0
         cell_seed = seed + j if seeded and seeds == total else seed
-        parts = [schedule_labels[schedule] if len(schedule_labels) > 1 else "",
+        parts = [schedule_labels[schedule],  # "" without a sweep; a one-value sweep names its value
                  prompt_labels[prompt] if len(prompt_labels) > 1 else "",
                  f"seed={cell_seed}" if seeded and seeds > 1 else ""]
         cells.append(TargetCell(schedule, prompt, cell_seed, ", ".join(part for part in parts if part)))

@@ -58,7 +58,7 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
     tokens, target_text_cond = None, None
     if edit_mask is None:
         if isinstance(subject, SubjectWords):
-            tokens = subject.tokens(adapter.TEXT.encoder_key, adapter.TEXT.cuts_prefix)
+            tokens = subject.tokens(adapter.TEXT)
             target_text_cond = subject.encoded_target()
         elif subject:
             tokens = list(subject)
@@ -77,7 +77,8 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
         edit_mask=None if edit_mask is None else checked_mask(edit_mask, "edit_mask"),
         subject_tokens=tokens,
         target_text_cond=target_text_cond,
-        repeats_short_prompts=adapter.TEXT.repeats_short_prompts,
+        text=adapter.TEXT,
+        distilled=adapter.guidance_distilled(),
         source=model_source(model),
         text_width=adapter.text_width(),
         pooled_width=adapter.pooled_width(),

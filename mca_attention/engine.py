@@ -42,6 +42,26 @@ def patched_state(model) -> MCAState:
 
 SEED_UNUSED = ("MCA Sampler: seed {seed} changes nothing in swap/add: the target starts from the inverted condition "
                "image, so every seed gives the same image (only generation draws noise from the seed).")
+DISTILLED_CFG = ("MCA Sampler: this {family} model is guidance-distilled: it samples at cfg 1 (its guidance rides on "
+                 "the prompts: FluxGuidance), and cfg {cfg:g} runs every row twice (twice the time) for a result it was "
+                 "not trained for. Set cfg to 1.")
+
+
+def tell(state: MCAState, key: str, message: str) -> None:
+    """``message`` in the log and on the node, once per patched model."""
+    if state.warn_once(key, message):
+        tell_the_ui(message)
+
+
+def warn_alike(state: MCAState, tables: dict, steps: int) -> None:
+    """Say which sweep cells resolve to one step x site table at this step count (their targets are the same)."""
+    groups: dict = {}
+    for index, table in tables.items():
+        groups.setdefault(tuple(map(tuple, table)), []).append(state.labels[index] or f"cell {index + 1}")
+    for labels in (labels for labels in groups.values() if len(labels) > 1):
+        tell(state, f"alike {steps} {labels}", f"MCA Sampler: the sweep cells {' and '.join(labels)} run SAGI and "
+                                              f"SALQ at the same steps and sites at {steps} steps, so their targets "
+                                              f"are the same image: use more steps, or values further apart.")
 
 
 def log_schedule(state: MCAState, table: list, label: str = "") -> None:
@@ -116,8 +136,10 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     seeded = shared.condition is None
     cells = target_cells(seed, list(state.labels), [prompt_label(o, i) for i, (_, o) in enumerate(prompts)],
                          shared.seeds, seeded)
-    if not seeded and state.warn_once(f"seed {seed}", SEED_UNUSED.format(seed=seed)):
-        tell_the_ui(SEED_UNUSED.format(seed=seed))
+    if not seeded:
+        tell(state, f"seed {seed}", SEED_UNUSED.format(seed=seed))
+    if cfg > 1 and state.distilled:
+        tell(state, f"cfg {cfg}", DISTILLED_CFG.format(family=state.family, cfg=cfg))
     single = shared.single
     per_pass = targets_per_pass or fitting_targets(model, single.shape, len(cells), seeded)
     plan = plan_targets(cells, per_pass, seeded)
@@ -129,6 +151,7 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     tables = state.tables(steps, [cell.schedule for cell in cells])
     for index, table in tables.items():
         log_schedule(state, table, state.labels[index])
+    warn_alike(state, tables, steps)
     callback = None if make_callback is None else make_callback(steps * len(plan.passes))
     request = PassRequest(model, state, shared, cells, tables, prompts, names,
                           single_prompt(condition_prompt, PROMPT_NAMES[0]),
@@ -170,7 +193,7 @@ class PassRequest:
             self.prompts[cells[j].prompt] for j in sampling_pass.cells]
         row_names = [PROMPT_NAMES[0]] * shape.conditions + [PROMPT_NAMES[1]] + [
             self.names[cells[j].prompt] for j in sampling_pass.cells]
-        prompts = stack_prompts(rows, row_names, self.negative, repeat_short=state.repeats_short_prompts)
+        prompts = stack_prompts(rows, row_names, self.negative, state.text)
         run = MCARun(total_steps=self.shared.sigmas.numel() - 1, shape=shape,
                      cells=tuple(cells[j].schedule for j in sampling_pass.cells), tables=self.tables,
                      text=prompts.text)

@@ -1,13 +1,16 @@
 """The prompts of the MCA batch: one per row, checked against the model and stacked into one conditioning.
 
-Rows whose prompts encode to different token counts share one batch in one of two ways, by the family's
-text rule (``TextFacts.repeats_short_prompts``):
-- CLIP (UNets): repeated to a common length, as ComfyUI itself does with its 77-token chunks;
-- T5 without padding (Chroma) and every encoder that does not pad: each row's tokens first, then zeros up to
-  the longest row (the negative joins that length, so cond and uncond still share a forward). The padding
-  goes after the row's own tokens so that token positions (generation's subject word, a text RoPE) stay
-  those of the prompt alone, and the attention hooks leave it out of every softmax of that row
-  (``run.TextSpan``): each row then computes what it computes with its own prompt alone.
+Rows whose prompts encode to different token counts share one batch by the family's text rule
+(``text.TextFacts``):
+- CLIP (UNets, ``repeats_short_prompts``): repeated to a common length, as ComfyUI itself does with its 77-token
+  chunks;
+- a model that pads prompts itself (Flux.2, ``padded_left_to``): zeros before each row's tokens, as the model
+  adds them to a prompt alone, so every row reads what it reads alone, unmasked;
+- every other encoder (T5 without padding on Chroma, Qwen2.5-VL): each row's tokens first, then zeros up to the
+  longest row (the negative joins that length, so cond and uncond still share a forward). The padding goes
+  after the row's own tokens so that token positions (generation's subject word, a text RoPE) stay those of
+  the prompt alone, and the attention hooks leave it out of every softmax of that row (``run.TextSpan``): each
+  row then computes what it computes with its own prompt alone.
 """
 from __future__ import annotations
 
@@ -18,13 +21,15 @@ import torch
 
 from .run import TextSpan
 from .state import MCAState
+from .text import TextFacts
 
 PER_ROW_OPTIONS = ("pooled_output",)  # stacked per row; every other option must agree across the rows
 LABEL_KEY = "mca_label"  # set by MCA Target Prompts on each of its prompts: the text, for the grid labels
 # Conditioning that changes the token sequence the attention sees: not meaningful on MCA rows.
 SEQUENCE_OPTIONS = {"reference_latents": "reference latents (set by ReferenceLatent, Flux Kontext's nodes or "
                                          "TextEncodeQwenImageEdit(Plus); encode the prompt with CLIP Text Encode)",
-                    "attention_mask": "an attention mask on the prompt",
+                    "attention_mask": "an attention mask on the prompt (from StyleModelApply with strength_type "
+                                      "attn_bias, or a text encoder that padded it)",
                     "area": "area conditioning (ConditioningSetArea / ConditioningSetAreaPercentage)",
                     "mask": "mask conditioning (ConditioningSetMask)"}
 PROMPT_NAMES = ("condition_prompt", "subject_prompt", "target_prompt", "negative")
@@ -74,6 +79,20 @@ def _same(a, b) -> bool:
     return a == b
 
 
+MASK_KEYS = ("attention_mask", "attention_mask_img_shape")  # the prompt's mask, and the image size of a regional one
+
+
+def plain_options(options: dict, text: TextFacts) -> dict:
+    """``options`` without a prompt attention mask that changes nothing: the text encoder's all-ones mask (it padded
+    nothing: Qwen2.5-VL, Mistral, Qwen3 give one with every prompt), or any encoder mask a family's model never reads
+    (the Flux models attend to every text token). A mask that does something (zeros the model reads, a regional
+    mask) stays, and is refused on MCA rows."""
+    mask = options.get(MASK_KEYS[0])
+    if mask is None or MASK_KEYS[1] in options or (text.reads_prompt_mask and not bool(mask.all())):
+        return options
+    return {key: value for key, value in options.items() if key != MASK_KEYS[0]}
+
+
 def check_sequence_options(options: dict, name: str) -> None:
     """Refuse conditioning that changes which tokens or pixels an MCA row's prompt reaches."""
     for key, what in SEQUENCE_OPTIONS.items():
@@ -85,7 +104,7 @@ def check_sequence_options(options: dict, name: str) -> None:
 def check_prompt_fits(state: MCAState, conditioning: list, name: str) -> None:
     """Refuse a prompt from another text encoder than the model's: text width, pooled output, options."""
     for tensor, options in conditioning:
-        check_sequence_options(options, name)
+        check_sequence_options(plain_options(options, state.text), name)
         encode = f"encode {name} with the CLIP that belongs to this {state.family} model (its loader's CLIP output)"
         if state.text_width is not None and tensor.shape[-1] != state.text_width:
             raise ValueError(f"{name} holds {tensor.shape[-1]}-wide text tokens but this {state.family} model reads "
@@ -102,9 +121,11 @@ def check_prompt_fits(state: MCAState, conditioning: list, name: str) -> None:
 
 def check_target_prompt(state: MCAState, target: torch.Tensor, name: str = "target_prompt") -> None:
     """Generation: the subject tokens must index the very prompt the target row receives."""
-    if state.subject_tokens and max(state.subject_tokens) >= target.shape[1]:
-        raise ValueError(f"the patch's subject token {max(state.subject_tokens)} lies beyond the {name}'s "
-                         f"{target.shape[1]} tokens: check token_indices on MCA Attention Patch.")
+    count = target.shape[1]
+    outside = [token for token in state.subject_tokens or () if not -count <= token < count]  # < 0: from the end
+    if outside:
+        raise ValueError(f"the patch's subject token {outside[0]} lies beyond the {name}'s {count} tokens: check "
+                         f"token_indices on MCA Attention Patch.")
     expected = state.target_text_cond
     if expected is None:
         return
@@ -140,24 +161,25 @@ class StackedPrompts:
     text: TextSpan | None  # None: every row's text is its own
 
 
-def _padded(tensor: torch.Tensor, length: int) -> torch.Tensor:
-    return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], length - tensor.shape[1], *tensor.shape[2:]))], 1)
+def _padded(tensor: torch.Tensor, length: int, left: bool = False) -> torch.Tensor:
+    zeros = tensor.new_zeros((tensor.shape[0], length - tensor.shape[1], *tensor.shape[2:]))
+    return torch.cat([zeros, tensor] if left else [tensor, zeros], 1)
 
 
 def stack_prompts(prompts: list[tuple[torch.Tensor, dict]], names: list[str], negative: list,
-                  repeat_short: bool = True) -> StackedPrompts:
-    """One conditioning entry whose batch holds the row prompts (and pooled outputs) in row order.
-
-    ``repeat_short``: prompts of different lengths are repeated to a common length (CLIP); otherwise they are
-    padded after their own tokens to the longest, the negative with them (see the module docstring).
-    """
-    options = [{key: value for key, value in o.items() if key != LABEL_KEY} for _, o in prompts]
+                  text: TextFacts) -> StackedPrompts:
+    """One conditioning entry whose batch holds the row prompts (and pooled outputs) in row order, prompts of
+    different lengths made one length by the family's ``text`` rule (see the module docstring)."""
+    options = [plain_options({key: value for key, value in o.items() if key != LABEL_KEY}, text) for _, o in prompts]
+    plain_negative = [[tensor, plain_options(entry_options, text)] for tensor, entry_options in negative]
+    if any(plain[1] is not entry[1] for plain, entry in zip(plain_negative, negative)):
+        negative = plain_negative
     for o, name in zip(options, names):
         check_sequence_options(o, name)
     tensors = [p[0] for p in prompts]
     lengths = [t.shape[1] for t in tensors]
     merged = _row_options(options, names)
-    if repeat_short:
+    if text.repeats_short_prompts:
         tokens = math.lcm(*lengths)  # as ComfyUI pads long prompts: repeat to a common length
         stacked = torch.cat([t.repeat(1, tokens // t.shape[1], 1) for t in tensors])
         return StackedPrompts([[stacked, merged]], negative, None)
@@ -167,8 +189,14 @@ def stack_prompts(prompts: list[tuple[torch.Tensor, dict]], names: list[str], ne
     if len(uncond) > 1:
         raise ValueError(f"the negative holds prompts of {len(uncond)} different token lengths: connect one plain "
                          f"text encode output as negative.")
-    length = max(*lengths, *uncond)
-    stacked = torch.cat([_padded(t, length) for t in tensors])
-    padded_negative = [[_padded(tensor, length), entry_options] for tensor, entry_options in negative]
-    span = TextSpan(length, tuple(lengths), tuple(uncond) * len(tensors))
+    length = text.common_length([*lengths, *uncond])
+    left = text.padded_left_to > 0
+    if left and length > text.padded_left_to:
+        longest = max(zip(lengths, names))
+        raise ValueError(f"{longest[1]} encodes to {longest[0]} tokens, more than the {text.padded_left_to} this model "
+                         f"pads shorter prompts to, and the rows' prompts differ in length: shorten it to at most "
+                         f"{text.padded_left_to} tokens so that every row reads its prompt as it would alone.")
+    stacked = torch.cat([_padded(t, length, left) for t in tensors])
+    padded_negative = [[_padded(tensor, length, left), entry_options] for tensor, entry_options in negative]
+    span = None if left else TextSpan(length, tuple(lengths), tuple(uncond) * len(tensors))
     return StackedPrompts([[stacked, merged]], padded_negative, span)

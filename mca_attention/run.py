@@ -34,10 +34,19 @@ class TextSpan:
     cond: tuple[int, ...]
     uncond: tuple[int, ...]
 
-    def valid_keys(self, cond_or_uncond: list[int], device: torch.device) -> torch.Tensor:
-        """``[rows of the call, length]`` bool: True on each row's own text tokens."""
-        counts = [n for chunk in cond_or_uncond for n in (self.cond if chunk == 0 else self.uncond)]
-        return torch.arange(self.length, device=device)[None, :] < torch.tensor(counts, device=device)[:, None]
+    def counts(self, cond_or_uncond: list[int]) -> list[int]:
+        """Each row's own token count, in the call's row order."""
+        return [n for chunk in cond_or_uncond for n in (self.cond if chunk == 0 else self.uncond)]
+
+    def valid_keys(self, cond_or_uncond: list[int], device: torch.device, tokens: int | None = None,
+                   multiple: int = 1) -> torch.Tensor:
+        """``[rows of the call, tokens]`` bool: True on each row's own text tokens and, where the model appends
+        pad tokens after ``length`` up to ``tokens`` (a multiple of ``multiple``: Z-Image), on as many of them as
+        the row's prompt alone would get."""
+        counts = torch.tensor(self.counts(cond_or_uncond), device=device)[:, None]
+        positions = torch.arange(self.length if tokens is None else tokens, device=device)[None, :]
+        own_pads = -(-counts // multiple) * multiple - counts
+        return (positions < counts) | ((positions >= self.length) & (positions < self.length + own_pads))
 
 
 @dataclass(eq=False)

@@ -18,6 +18,7 @@ from .masks import MASK_THRESHOLD, as_single_mask, centroid, site_mask
 from .run import MCARun, RunCache, RunStep
 from .schedule import MCASchedule, Op
 from .tasks import TaskPreset
+from .text import TextFacts
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class MCAState:
     edit_mask: torch.Tensor | None
     subject_tokens: list[int] | None = None
     target_text_cond: torch.Tensor | None = None  # generation: the encoded text the subject tokens index into
-    repeats_short_prompts: bool = True  # the family's text rule (see ``ModelAdapter.repeats_short_prompts``)
+    text: TextFacts = TextFacts(repeats_short_prompts=True)  # the family's text rule (``ModelAdapter.TEXT``)
+    distilled: bool = False  # the model samples at cfg 1 (``ModelAdapter.guidance_distilled``)
     source: dict | None = None  # the model's family, latent format and sampling type (inversions must match)
     text_width: int | None = None  # the width of the text tokens the model reads
     pooled_width: int | None = None  # the pooled text vector it needs: its width, 0 = unknown width, None = none

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .cross_attention_mask import find_token_positions
+from .text import TextFacts
 
 MAX_TEXT_TOKENS = 75  # one 77-token chunk: start token, 75 text tokens, end token
 
@@ -22,9 +23,9 @@ class SubjectWords:
     words: str = ""  # comma-separated
     token_indices: str = ""  # comma-separated, 1 = the first text token
 
-    def tokens(self, encoder_key: str | None, cuts_prefix: bool = False) -> list[int]:
+    def tokens(self, text: TextFacts) -> list[int]:
         """The subject's token positions in the target prompt as the model reads it (see ``subject_tokens``)."""
-        return subject_tokens(self.clip, self.target_text, self.words, self.token_indices, encoder_key, cuts_prefix)
+        return subject_tokens(self.clip, self.target_text, self.words, self.token_indices, text)
 
     def encoded_target(self):
         """The target prompt as CLIP Text Encode makes it (None without clip or text)."""
@@ -74,37 +75,47 @@ def _parse_indices(token_indices: str, text_tokens: int | None) -> list[int]:
 
 
 def subject_tokens(clip, target_text: str, subject_words: str, token_indices: str,
-                   encoder_key: str | None = None, cuts_prefix: bool = False) -> list[int]:
+                   text: TextFacts = TextFacts()) -> list[int]:
     """Token positions of the subject word(s) in the target prompt (generation mode), as the model reads it.
 
-    ``cuts_prefix``: the text encoder cuts the tokens before the text (a chat template's prefix: Qwen-Image) from
-    its output, so positions count from the first text token; otherwise they count from the tokenizer's first
-    token (CLIP's start token is kept).
+    Positions count from the tokenizer's first token (CLIP's start token is kept); where the encoder cuts the
+    tokens before the text (``text.cuts_prefix``: a chat template's prefix, Qwen-Image) from the first text token;
+    where the model pads prompts before their tokens (``text.padded_left_to``: Flux.2) from the prompt's end, as
+    negative positions, which index the padded sequence whatever its length.
     """
+    key = text.encoder_key
     has_text = clip is not None and bool(target_text.strip())
+    if text.padded_left_to and clip is not None and not has_text:
+        raise ValueError("on this model the subject's tokens are counted from the end of the target prompt: type "
+                         "the target prompt's text in target_text too.")
     if token_indices.strip():
-        if clip is None and encoder_key is not None:
+        if clip is None and key is not None:
             raise ValueError("token_indices on this model need the clip input, to place them in its "
-                             f"{encoder_key} tokens: connect the CLIP that encodes the target prompt.")
-        indices = _parse_indices(token_indices, len(_text_ids(clip, target_text, encoder_key)) if has_text else None)
+                             f"{key} tokens: connect the CLIP that encodes the target prompt.")
+        indices = _parse_indices(token_indices, len(_text_ids(clip, target_text, key)) if has_text else None)
         if clip is None:
             return indices  # a UNet's CLIP without the tokenizer at hand: one start token, so index 1 is position 1
-        start = 0 if cuts_prefix else _start_tokens(clip, encoder_key)
-        return [index - 1 + start for index in indices]  # index 1 = the first text token
-    if not has_text or not subject_words.strip():
-        raise ValueError("generation without an edit_mask needs clip, target_text and subject_words "
-                         "(or token_indices), or connect a layout mask as edit_mask.")
-    prompt = _token_ids(clip, target_text, encoder_key)
-    positions: list[int] = []
-    for word in (w.strip() for w in subject_words.split(",") if w.strip()):
-        # byte-level BPE (Qwen) spells a word inside a sentence with its leading space: " dog", not "dog"
-        found = (find_token_positions(prompt, _text_ids(clip, word, encoder_key))
-                 or find_token_positions(prompt, _text_ids(clip, " " + word, encoder_key)))
-        if not found:
-            raise ValueError(f"'{word}' does not occur in the target text '{target_text}'")
-        positions.extend(found)
-    cut = _start_tokens(clip, encoder_key) if cuts_prefix else 0
-    return sorted({position - cut for position in positions})
+        start = 0 if text.cuts_prefix else _start_tokens(clip, key)
+        positions = [index - 1 + start for index in indices]  # index 1 = the first text token
+    else:
+        if not has_text or not subject_words.strip():
+            raise ValueError("generation without an edit_mask needs clip, target_text and subject_words "
+                             "(or token_indices), or connect a layout mask as edit_mask.")
+        prompt = _token_ids(clip, target_text, key)
+        found_all: list[int] = []
+        for word in (w.strip() for w in subject_words.split(",") if w.strip()):
+            # byte-level BPE (Qwen) spells a word inside a sentence with its leading space: " dog", not "dog"
+            found = (find_token_positions(prompt, _text_ids(clip, word, key))
+                     or find_token_positions(prompt, _text_ids(clip, " " + word, key)))
+            if not found:
+                raise ValueError(f"'{word}' does not occur in the target text '{target_text}'")
+            found_all.extend(found)
+        cut = _start_tokens(clip, key) if text.cuts_prefix else 0
+        positions = sorted({position - cut for position in found_all})
+    if text.padded_left_to:
+        length = len(_token_ids(clip, target_text, key))
+        return [position - length for position in positions]
+    return positions
 
 
 def encoded_text(clip, text: str):

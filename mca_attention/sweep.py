@@ -20,21 +20,51 @@ class SweepAxis:
     values: tuple[float, ...]
 
 
+PRESET = -1  # a value of exactly -1 takes the preset's
+
+
 def parse_axis(setting: str, text: str) -> SweepAxis:
-    """``"0.05, 0.1"`` for ``setting``; refused when empty, not numbers, or (site index) not whole numbers."""
+    """``"0.05, 0.1"`` for ``setting``; refused when empty, not numbers, with an empty entry or a repeated value,
+    out of range (fractions: 0..1; site indices: whole numbers from 0; -1 = the preset's value in both)."""
     if setting not in SETTINGS:
         raise ValueError(f"a schedule sweep varies one of {', '.join(SETTINGS)}, not '{setting}' (the steps come "
                          f"from MCA DDIM Invert: one step count per pass)")
-    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
-    if not parts:
+    parts = [part.strip() for part in text.replace(";", ",").split(",")]
+    if not any(parts):
         raise ValueError(f"the {setting} sweep has no values (0 cells): type them comma-separated, e.g. 0.05, 0.1")
+    if not all(parts[1:-1]) or (len(parts) > 1 and not parts[0]):
+        raise ValueError(f"the {setting} sweep '{text}' has an empty value between two commas: remove the extra "
+                         f"comma (every value makes a cell)")
+    parts = [part for part in parts if part]  # a trailing comma is harmless
     try:
         values = tuple(float(part) for part in parts)
     except ValueError:
-        raise ValueError(f"the {setting} sweep values must be numbers separated by commas, got '{text}'") from None
-    if setting == SITE_INDEX and any(value != int(value) for value in values):
-        raise ValueError(f"{SITE_INDEX} values are site indices (whole numbers), got '{text}'")
-    return SweepAxis(setting, tuple(int(v) for v in values) if setting == SITE_INDEX else values)
+        wrong = next(part for part in parts if not _is_number(part))
+        raise ValueError(f"the {setting} sweep values must be numbers separated by commas: '{wrong}' in '{text}' is "
+                         f"not one") from None
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ValueError(f"the {setting} sweep repeats {', '.join(f'{v:g}' for v in repeated)}: each value makes a "
+                         f"cell, so a repeat only samples the same target twice; remove it")
+    if setting == SITE_INDEX:
+        wrong = [value for value in values if value != int(value) or (value < 0 and value != PRESET)]
+        if wrong:
+            raise ValueError(f"{SITE_INDEX} values are site indices (whole numbers from 0, or -1 for the preset), "
+                             f"got {', '.join(f'{v:g}' for v in wrong)}")
+        return SweepAxis(setting, tuple(int(v) for v in values))
+    wrong = [value for value in values if not 0 <= value <= 1 and value != PRESET]
+    if wrong:
+        raise ValueError(f"{setting} is a fraction (0..1, or -1 for the preset's value); the sweep has "
+                         f"{', '.join(f'{v:g}' for v in wrong)}")
+    return SweepAxis(setting, values)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def add_axis(axes: tuple[SweepAxis, ...], axis: SweepAxis) -> tuple[SweepAxis, ...]:

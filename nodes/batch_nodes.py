@@ -40,6 +40,17 @@ class MCAScheduleSweep:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, setting=None, values=None):
+        """Checked when the prompt is queued (a linked input arrives only at run time, and is checked then)."""
+        if setting is None or values is None:
+            return True
+        try:
+            parse_axis(setting, values)
+        except ValueError as error:
+            return f"MCA Schedule Sweep: {error}"
+        return True
+
     def sweep(self, setting, values, sweep=()):
         return (add_axis(tuple(sweep), parse_axis(setting, values)),)
 

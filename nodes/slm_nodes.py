@@ -87,6 +87,7 @@ class MCASAMLoader:
     CATEGORY = f"{CATEGORY}/SLM"
     FUNCTION = "load"
     RETURN_TYPES = ("MCA_SAM_MODEL",)
+    OUTPUT_TOOLTIPS = ("The SAM model, for MCA SLM Mask's sam_model (it segments inside the boxes DINO finds).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -103,6 +104,8 @@ class MCAGroundingDINOLoader:
     CATEGORY = f"{CATEGORY}/SLM"
     FUNCTION = "load"
     RETURN_TYPES = ("MCA_GROUNDING_DINO_MODEL",)
+    OUTPUT_TOOLTIPS = ("The Grounding DINO model, for MCA SLM Mask's grounding_dino_model (it finds the phrase's "
+                       "boxes).",)
 
     @classmethod
     def INPUT_TYPES(cls):

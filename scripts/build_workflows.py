@@ -54,53 +54,128 @@ MODEL_URLS = {
     model_files.FLUX_CLIP_L: "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
     model_files.FLUX_T5: "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
     model_files.FLUX_VAE: "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors",
+    model_files.QWEN_IMAGE_MODEL: "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/"
+                                  "diffusion_models/qwen_image_fp8_e4m3fn.safetensors",
+    model_files.QWEN_IMAGE_TEXT: "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/"
+                                 "text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors",
+    model_files.QWEN_IMAGE_VAE: "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/"
+                                "qwen_image_vae.safetensors",
+    model_files.FLUX2_MODEL: "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/diffusion_models/"
+                             "flux2_dev_fp8mixed.safetensors",
+    model_files.FLUX2_TEXT: "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/text_encoders/"
+                            "mistral_3_small_flux2_bf16.safetensors",
+    model_files.FLUX2_VAE: "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/"
+                           "flux2-vae.safetensors",
+    model_files.Z_IMAGE_MODEL: "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/"
+                               "diffusion_models/z_image_turbo_bf16.safetensors",
+    model_files.Z_IMAGE_TEXT: "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/"
+                              "qwen_3_4b.safetensors",
 }
 assert set(MODEL_URLS) == set(model_files.EXPECTED_MODELS), "every expected model file needs its source"
 
 
 @dataclass(frozen=True)
 class Base:
-    """The base model a workflow is made for: its files, native size, sampling settings and file suffix."""
+    """The base model a workflow is made for, as ComfyUI's own template for it loads and samples it: its files,
+    native size, sampling settings, file suffix and the note's paragraph about it."""
 
     files: tuple[model_files.ModelFiles, ...]
     size: int
     steps: int = STEPS
     cfg: float = 7.5
     suffix: str = ""
+    clip_type: str = ""  # "": a checkpoint's own CLIP; "flux": DualCLIPLoader; else CLIPLoader of this type
+    empty_latent: str = "EmptyLatentImage"  # generation's output size
+    shift: float = 0.0  # ModelSamplingAuraFlow after the loader (Qwen-Image's template)
+    guidance: float = 0.0  # FluxGuidance on every row prompt (Flux.2's template)
+    scheduler: str = ""  # a node giving the sigmas of inversion and sampler (Flux.2: Flux2Scheduler)
+    note: str = ""
 
-    @property
-    def is_flux(self) -> bool:
-        return self.files[0] is model_files.FLUX_MODEL
 
+SDXL_NOTE = ("\n\nSDXL FAMILY: the same MCA nodes serve SDXL base and its distilled variants (SSD-1B, Segmind "
+             "Vega, KOALA); put any of them in the checkpoint loader. CLIPTextEncode encodes with SDXL's two text "
+             "encoders (each row gets its own pooled output). Layer_LQ (salq_sites) is a fraction of the "
+             "model's self-attention sites, so the preset means the same on every family.")
+
+FLUX_NOTE = ("\n\nFLUX.1 / CHROMA: MCA acts in the joint text+image attention of every double and single block "
+             "(57 sites), SAGI in the first 10% of the steps and SALQ from 8% on (never an empty range at few "
+             "steps). Flux.1 dev is guidance-distilled: cfg 1.0, its guidance (3.5) rides on the prompts; give a "
+             "FluxGuidance node, if you add one, to all three row prompts with one value. Schnell: 4 steps. "
+             "Chroma: CLIPLoader (t5xxl, type chroma) instead of DualCLIPLoader, cfg about 4 and a real negative. "
+             "Latents from ae.safetensors have 16 channels; prompts of any T5 length share the batch (each row "
+             "padded after its own tokens, the padding left out of every softmax).")
+
+QWEN_IMAGE_NOTE = ("\n\nQWEN-IMAGE: MCA acts in the joint text+image attention of all 60 blocks, SAGI in the first "
+                   "10% of the steps and SALQ from 8% on. As ComfyUI's Qwen-Image template: 1328 px, 20 steps, cfg 4 "
+                   "with a real negative, ModelSamplingAuraFlow shift 3.1 (the inversions use the same MODEL, so the "
+                   "same shift). An Edit 2509 / 2511 checkpoint loads in the same loader; encode the prompts with "
+                   "CLIP Text Encode (TextEncodeQwenImageEdit's reference latents are refused on MCA rows). Latents "
+                   "are 5-D [batch, 16, 1, h, w]; prompts of any length share the batch.")
+
+FLUX2_NOTE = ("\n\nFLUX.2: MCA acts in the joint text+image attention of every double and single block, SAGI in "
+              "the first 10% of the steps and SALQ from 8% on. As ComfyUI's Flux.2 template: 1024 px, 20 steps along "
+              "Flux2Scheduler's sigmas (given to both inversions and the sampler: they must match), FluxGuidance 4 on "
+              "the row prompts, cfg 1 (guidance-distilled: one chunk, the negative unused). Latents have 128 "
+              "channels at 1/16; the model pads prompts to 512 tokens itself. ReferenceLatent and Flux KV Cache are "
+              "refused on MCA rows.")
+
+Z_IMAGE_NOTE = ("\n\nZ-IMAGE: MCA acts in the joint caption+image attention of its 30 main layers (the 2 + 2 "
+                "refiner layers stay ordinary). As ComfyUI's Z-Image Turbo template: 1024 px, 8 steps, cfg 1 (the "
+                "negative unused), ModelSamplingAuraFlow shift 3 before the inversions and the patch; the preset runs "
+                "SAGI at step 0 and SALQ at steps 1-7. Its VAE is FLUX.1's ae.safetensors (16 channels); prompts of "
+                "any length share the batch.")
 
 SD15 = Base((model_files.CHECKPOINT,), 512)
-SDXL = Base((model_files.SDXL_CHECKPOINT,), 1024, suffix="_sdxl")
+SDXL = Base((model_files.SDXL_CHECKPOINT,), 1024, suffix="_sdxl", note=SDXL_NOTE)
 # Flux.1 dev: guidance-distilled (its guidance, 3.5 by default, rides on the prompts; cfg 1 = one chunk), 28 steps.
 FLUX = Base((model_files.FLUX_MODEL, model_files.FLUX_CLIP_L, model_files.FLUX_T5, model_files.FLUX_VAE), 1024,
-            steps=28, cfg=1.0, suffix="_flux")
+            steps=28, cfg=1.0, suffix="_flux", clip_type="flux", empty_latent="EmptySD3LatentImage", note=FLUX_NOTE)
+# Qwen-Image: ComfyUI's template without the Lightning LoRA (1328 px, 20 steps, cfg 4, AuraFlow shift 3.1).
+QWEN_IMAGE = Base((model_files.QWEN_IMAGE_MODEL, model_files.QWEN_IMAGE_TEXT, model_files.QWEN_IMAGE_VAE), 1328,
+                  steps=20, cfg=4.0, suffix="_qwen_image", clip_type="qwen_image", empty_latent="EmptySD3LatentImage",
+                  shift=3.1, note=QWEN_IMAGE_NOTE)
+# Flux.2 dev: ComfyUI's text-to-image template (1024 px, Flux2Scheduler 20 steps, FluxGuidance 4, cfg 1).
+FLUX2 = Base((model_files.FLUX2_MODEL, model_files.FLUX2_TEXT, model_files.FLUX2_VAE), 1024, steps=20, cfg=1.0,
+             suffix="_flux2", clip_type="flux2", empty_latent="EmptyFlux2LatentImage", guidance=4.0,
+             scheduler="Flux2Scheduler", note=FLUX2_NOTE)
+# Z-Image Turbo: ComfyUI's template (1024 px, 8 steps, cfg 1, AuraFlow shift 3; FLUX.1's VAE).
+Z_IMAGE = Base((model_files.Z_IMAGE_MODEL, model_files.Z_IMAGE_TEXT, model_files.FLUX_VAE), 1024, steps=8, cfg=1.0,
+               suffix="_z_image", clip_type="lumina2", empty_latent="EmptySD3LatentImage", shift=3.0,
+               note=Z_IMAGE_NOTE)
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """The MODEL, CLIP and VAE outputs of a workflow's loaders."""
+    """The MODEL, CLIP and VAE outputs of a workflow's loaders (and the SIGMAS of a scheduler node, if any)."""
 
     model: object
     clip: object
     vae: object
+    sigmas: dict
 
 
 def _load(graph: Graph, base: Base) -> Loaded:
-    """Load Checkpoint for SD models; Load Diffusion Model + DualCLIPLoader + Load VAE for Flux."""
-    if not base.is_flux:
+    """Load Checkpoint for SD models; Load Diffusion Model + the text encoder loader + Load VAE for the DiTs."""
+    if not base.clip_type:
         ckpt = graph.add("CheckpointLoaderSimple", "Models", 0, ckpt_name=base.files[0].default)
-        return Loaded(ckpt.out(), ckpt.out(1), ckpt.out(2))
-    model, clip_l, t5, vae = base.files
+        return Loaded(ckpt.out(), ckpt.out(1), ckpt.out(2), {})
+    model, *text, vae = base.files
     unet = graph.add("UNETLoader", "Models", 0, "Load Diffusion Model", unet_name=model.default,
                      weight_dtype="default")
-    clip = graph.add("DualCLIPLoader", "Models", 0, clip_name1=clip_l.default, clip_name2=t5.default, type="flux",
-                     device="default")
+    if base.clip_type == "flux":
+        clip = graph.add("DualCLIPLoader", "Models", 0, clip_name1=text[0].default, clip_name2=text[1].default,
+                         type="flux", device="default")
+    else:
+        clip = graph.add("CLIPLoader", "Models", 0, clip_name=text[0].default, type=base.clip_type, device="default")
     vae_node = graph.add("VAELoader", "Models", 0, vae_name=vae.default)
-    return Loaded(unet.out(), clip.out(), vae_node.out())
+    sampling = unet.out()
+    if base.shift:
+        sampling = graph.add("ModelSamplingAuraFlow", "Models", 1, model=unet.out(), shift=base.shift).out()
+    sigmas = {}
+    if base.scheduler:
+        sigmas = {"sigmas": graph.add(base.scheduler, "Inversion", 0, steps=base.steps, width=base.size,
+                                      height=base.size).out()}
+    return Loaded(sampling, clip.out(), vae_node.out(), sigmas)
 
 
 def models_note(base: Base) -> str:
@@ -121,6 +196,9 @@ def _common(graph: Graph, base: Base, subject_image: str, subject_phrase: str):
                      image=subject.out(), phrase=subject_phrase, box_threshold=0.3, text_threshold=0.25,
                      dilation=0, if_nothing_found="error", detection_size=800)
     empty = graph.add("CLIPTextEncode", "Inversion", 0, "Inversion prompt (empty)", clip=ckpt.clip, text="")
+    if base.guidance:  # invert with the guidance the rows sample with
+        empty = graph.add("FluxGuidance", "Inversion", 0, "Inversion guidance", conditioning=empty.out(),
+                          guidance=base.guidance)
     inverted = _inverted(graph, base, ckpt, empty, subject, "subject")
     return ckpt, sam, dino, empty, inverted, mask
 
@@ -135,7 +213,7 @@ def _inverted(graph: Graph, base: Base, ckpt: Loaded, empty, pixels, role: str):
     """The image VAE-encoded, then inverted by MCA DDIM Invert (its trajectory rides on the LATENT)."""
     latent = graph.add("VAEEncode", "Inversion", 0, pixels=pixels.out(), vae=ckpt.vae)
     return graph.add("MCA_DDIMInvert", "Inversion", 1, f"Invert {role}", model=ckpt.model, latent=latent.out(),
-                     positive=empty.out(), steps=base.steps, cfg=1.0)
+                     positive=empty.out(), steps=base.steps, cfg=1.0, **ckpt.sigmas)
 
 
 def _finish(graph: Graph, base: Base, ckpt: Loaded, patched, prompts: dict, subject, condition, task: str,
@@ -144,10 +222,14 @@ def _finish(graph: Graph, base: Base, ckpt: Loaded, patched, prompts: dict, subj
     sweep cell) go through MCA Grid, labelled by the sampler's labels output, before they are saved."""
     encoded = {role: graph.add("CLIPTextEncode", "MCA", 0, f"{role.title()} prompt", clip=ckpt.clip, text=text)
                for role, text in prompts.items()}
+    if base.guidance:  # one value on every row prompt (the negative is unused at cfg 1)
+        encoded.update({role: graph.add("FluxGuidance", "MCA", 0, f"{role.title()} guidance",
+                                        conditioning=encoded[role].out(), guidance=base.guidance)
+                        for role in ("condition", "subject", "target")})
     sampler = graph.add("MCA_Sampler", "MCA", 1, model=patched.out(), condition_prompt=encoded["condition"].out(),
                         subject_prompt=encoded["subject"].out(), target_prompt=encoded["target"].out(),
                         negative=encoded["negative"].out(), subject=subject.out(), condition=condition.out(),
-                        seed=SEED, cfg=base.cfg, local_blend=True)
+                        seed=SEED, cfg=base.cfg, local_blend=True, **ckpt.sigmas)
     images = graph.add("VAEDecode", "Output", 0, samples=sampler.out(), vae=ckpt.vae)
     if grid_title:
         images = graph.add("MCA_Grid", "Output", 0, images=images.out(), labels=sampler.out(3), columns=sampler.out(4),
@@ -159,8 +241,7 @@ def generation(base: Base = SD15) -> Graph:
     graph = Graph(GROUPS)
     ckpt, _, _, _, inverted, mask = _common(graph, base, "mca_example_cat.png", "the cat")
     target_text = "a photo of a cat on the beach"
-    empty_latent = "EmptySD3LatentImage" if base.is_flux else "EmptyLatentImage"  # Flux: 16 latent channels
-    condition = graph.add(empty_latent, "Inversion", 1, "Output size", width=base.size, height=base.size,
+    condition = graph.add(base.empty_latent, "Inversion", 1, "Output size", width=base.size, height=base.size,
                           batch_size=1)
     patched = graph.add("MCA_AttentionPatch", "MCA", 1, model=ckpt.model, subject_mask=mask.out(),
                         preset="generation", clip=ckpt.clip, target_text=target_text, subject_words="cat")
@@ -171,8 +252,7 @@ def generation(base: Base = SD15) -> Graph:
                "- MCA Attention Patch (preset generation): the edit region comes from the target's "
                "attention to 'cat' (subject_words; keep target_text equal to the Target prompt), or "
                "connect a drawn layout mask as edit_mask.\n"
-               "- Output size: an empty latent stands in for the condition image."
-               + (FLUX_NOTE if base.is_flux else ""))
+               "- Output size: an empty latent stands in for the condition image." + base.note)
     return graph
 
 
@@ -231,7 +311,7 @@ def swap(base: Base = SD15, sweep: Sweep | None = None) -> Graph:
                "at 512 px).\n"
                "- MCA Sampler keeps the condition image outside the edit mask (local_blend).\n"
                "- Both inversions use the same steps; the sampler takes its steps from them."
-               + {SD15: "", SDXL: SDXL_NOTE, FLUX: FLUX_NOTE}[base] + (sweep_note(sweep) if sweep else ""))
+               + base.note + (sweep_note(sweep) if sweep else ""))
     return graph
 
 
@@ -251,20 +331,6 @@ def sweep_note(sweep: Sweep) -> str:
             "sampler's grid_columns (the last swept setting's value count) as its columns.\n"
             "- Memory: targets_per_pass on the sampler, 0 = as many as ComfyUI's free-memory estimate fits; a "
             "lower number splits the targets into passes (each holds the shared rows again).")
-
-
-SDXL_NOTE = ("\n\nSDXL FAMILY: the same MCA nodes serve SDXL base and its distilled variants (SSD-1B, Segmind "
-             "Vega, KOALA); put any of them in the checkpoint loader. CLIPTextEncode encodes with SDXL's two text "
-             "encoders (each row gets its own pooled output). Layer_LQ (salq_sites) is a fraction of the "
-             "model's self-attention sites, so the preset means the same on every family.")
-
-FLUX_NOTE = ("\n\nFLUX.1 / CHROMA: MCA acts in the joint text+image attention of every double and single block "
-             "(57 sites), SAGI in the first 10% of the steps and SALQ from 8% on (never an empty range at few "
-             "steps). Flux.1 dev is guidance-distilled: cfg 1.0, its guidance (3.5) rides on the prompts; give a "
-             "FluxGuidance node, if you add one, to all three row prompts with one value. Schnell: 4 steps. "
-             "Chroma: CLIPLoader (t5xxl, type chroma) instead of DualCLIPLoader, cfg about 4 and a real negative. "
-             "Latents from ae.safetensors have 16 channels; prompts of any T5 length share the batch (each row "
-             "padded after its own tokens, the padding left out of every softmax).")
 
 
 def add() -> Graph:
@@ -298,7 +364,9 @@ def with_model_sources(graph: Graph) -> Graph:
 
 TASKS = {"mca_generation": generation, "mca_swap": swap, "mca_add": add, "mca_swap_sdxl": partial(swap, SDXL),
          "mca_swap_flux": partial(swap, FLUX), "mca_generation_flux": partial(generation, FLUX),
-         "mca_swap_sweep": partial(swap, sweep=SWAP_SWEEP)}
+         "mca_swap_sweep": partial(swap, sweep=SWAP_SWEEP), "mca_swap_qwen_image": partial(swap, QWEN_IMAGE),
+         "mca_swap_flux2": partial(swap, FLUX2), "mca_generation_flux2": partial(generation, FLUX2),
+         "mca_swap_z_image": partial(swap, Z_IMAGE)}
 
 
 def render(object_info: dict) -> dict[Path, str]:

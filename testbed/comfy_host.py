@@ -140,3 +140,13 @@ def execution_error(executor) -> str | None:
         if event == "execution_error":
             return data["exception_message"]
     return None
+
+
+def split_cond_uncond(monkeypatch) -> None:
+    """ComfyUI runs cond and uncond in separate calls when its free-memory estimate says the batch won't fit: make
+    it say so (``monkeypatch``: pytest's), so that every call holds one chunk."""
+    import comfy.model_management
+
+    real = comfy.model_management.get_free_memory
+    monkeypatch.setattr(comfy.model_management, "get_free_memory",
+                        lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)

@@ -4,6 +4,7 @@ ComfyUI leaves weights uninitialised (NaN or garbage), so every builder here ini
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -269,7 +270,6 @@ def init_dit_weights(module: torch.nn.Module, seed: int, std: float = TINY_DIT_S
 def with_newer_fields(params_class, config: dict) -> dict:
     """``config`` plus the fields newer ComfyUI (0.29) requires of Flux / Chroma params and fills in on detection
     (``txt_ids_dims`` [], Chroma's ``vec_in_dim`` None); ComfyUI 0.3.75's classes have neither."""
-    import dataclasses
 
     names = {f.name for f in dataclasses.fields(params_class)}
     newer = {name: value for name, value in (("txt_ids_dims", []), ("vec_in_dim", None)) if name in names}
@@ -334,10 +334,95 @@ def tiny_qwen_image_model(seed: int = 0, blocks: int = 3, width: int = 64, conte
     return _patched(model)
 
 
-def tiny_qwen_prompt(seed: int, tokens: int = 12) -> list:
-    """A CONDITIONING as Qwen-Image's text encode gives it: Qwen2.5-VL hidden states of its own length, no pooled."""
+def has_klein() -> bool:
+    """Whether this ComfyUI has Flux.2 klein (0.9.1 and newer): its Qwen3 text encoder, and Flux.2's heads read from
+    the width on detection."""
+    comfy_host.boot_comfy()
+    import comfy.text_encoders.flux
+
+    return hasattr(comfy.text_encoders.flux, "KleinTokenizer")
+
+
+def tiny_flux2_model(seed: int = 0, double: int = 2, single: int = 3, guidance: bool = True,
+                     width: int = TINY_FLUX_WIDTH, context: int = TINY_CONTEXT_DIM, dtype: torch.dtype = torch.float32):
+    """A random Flux.2 from ComfyUI's own classes, shrunk in width and depth: by default 4 heads of 16 with the four
+    RoPE axes 4 x 4 (the real 32 x 4 of 128; from ``width`` 768 on, heads of 128 with the real axes), global
+    modulation, no pooled vector, 128-channel latent with patch 1; ``guidance`` the dev model's guidance embedding
+    (off: a klein-like model that takes real CFG)."""
+    comfy_host.boot_comfy()
+    import comfy.ldm.flux.model
+    import comfy.supported_models
+
+    head = 16 if width < 768 else 128
+    config = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=context,
+                  hidden_size=width, mlp_ratio=3.0, num_heads=width // head, depth=double, depth_single_blocks=single,
+                  axes_dim=[head // 4] * 4, theta=2000, patch_size=1, qkv_bias=False, guidance_embed=guidance,
+                  global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
+                  ref_index_scale=10.0, dtype=dtype)
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
+        config["txt_ids_dims"] = [3]  # newer ComfyUI: the text's RoPE axis, set on detection
+    model_config = comfy.supported_models.Flux2(config)
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({}, device=torch.device("cpu"))
+    init_dit_weights(model.diffusion_model, seed, std=TINY_DIT_STD if width < 768 else 0.02)
+    return _patched(model)
+
+
+def tiny_flux2_prompt(seed: int, tokens: int = 12, guidance: float | None = 4.0) -> list:
+    """A CONDITIONING as Flux.2's text encode + FluxGuidance make it: the encoder's tokens (no padding) with its
+    all-ones attention mask, no pooled."""
     generator = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, tokens, TINY_CONTEXT_DIM, generator=generator), {"pooled_output": None}]]
+    options = {"pooled_output": None, "attention_mask": encoder_mask(tokens)}
+    if guidance is not None:
+        options["guidance"] = guidance
+    return [[torch.randn(1, tokens, TINY_CONTEXT_DIM, generator=generator), options]]
+
+
+def encoder_mask(tokens: int) -> torch.Tensor:
+    """The ``attention_mask`` CLIP Text Encode puts on a prompt from an encoder that returns one (Qwen2.5-VL, Mistral,
+    Qwen3): all ones ``[1, tokens]`` when the tokenizer padded nothing."""
+    return torch.ones(1, tokens, dtype=torch.long)
+
+
+TINY_Z_IMAGE_WIDTH = 256  # the least width Z-Image's modulation takes (its time embedding is 256 wide)
+
+
+def tiny_z_image_model(seed: int = 0, layers: int = 3, width: int = TINY_Z_IMAGE_WIDTH, context: int = TINY_CONTEXT_DIM,
+                       dtype: torch.dtype = torch.float32):
+    """A random Z-Image from ComfyUI's own classes (Lumina 2's NextDiT with Z-Image's settings), shrunk: ``width`` 256
+    in 4 heads of 64 with RoPE axes 16 + 24 + 24 (the real 30 heads of 128 with 32 + 48 + 48), ``layers`` main layers
+    after 2 context- and 2 noise-refiner layers, pad tokens to a multiple of 32 (initialised: ComfyUI leaves them
+    empty), 16-channel latent in 2 x 2 patches."""
+    comfy_host.boot_comfy()
+    import comfy.supported_models
+
+    head = width // 4 if width < 768 else 128  # from 768 wide on, heads of 128 with the real axes 32 + 48 + 48
+    config = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=width, cap_feat_dim=context,
+                  n_layers=layers, qk_norm=True, n_heads=width // head, n_kv_heads=width // head,
+                  axes_dims=[head // 4, 3 * head // 8, 3 * head // 8],
+                  axes_lens=[1536, 512, 512], rope_theta=256.0, ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True,
+                  time_scale=1000.0, pad_tokens_multiple=32)
+    model_config = comfy.supported_models.ZImage(config)
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({}, device=torch.device("cpu"))
+    init_dit_weights(model.diffusion_model, seed, std=TINY_DIT_STD if width < 768 else 0.02)
+    return _patched(model)
+
+
+def tiny_z_image_prompt(seed: int, tokens: int = 12) -> list:
+    """A CONDITIONING as Z-Image's text encode gives it: Qwen3 hidden states of its own length (the encoder pads
+    nothing), its all-ones attention mask, no pooled."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, TINY_CONTEXT_DIM, generator=generator),
+             {"pooled_output": None, "attention_mask": encoder_mask(tokens)}]]
+
+
+def tiny_qwen_prompt(seed: int, tokens: int = 12) -> list:
+    """A CONDITIONING as Qwen-Image's text encode gives it: Qwen2.5-VL hidden states of its own length, no pooled,
+    the encoder's all-ones attention mask."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, TINY_CONTEXT_DIM, generator=generator),
+             {"pooled_output": None, "attention_mask": encoder_mask(tokens)}]]
 
 
 def tiny_flux_prompt(seed: int, tokens: int = 16, guidance: float | None = 3.5, pooled: bool = True) -> list:
@@ -416,7 +501,8 @@ def random_qwen_image_file() -> Path:
 def qwen_prompt(seed: int, tokens: int) -> list:
     """A CONDITIONING of Qwen-Image's real width (Qwen2.5-VL 3584) and ``tokens`` tokens."""
     generator = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, tokens, QWEN_CONTEXT_DIM, generator=generator), {"pooled_output": None}]]
+    return [[torch.randn(1, tokens, QWEN_CONTEXT_DIM, generator=generator),
+             {"pooled_output": None, "attention_mask": encoder_mask(tokens)}]]
 
 
 def load_diffusion_model(path: Path):

@@ -121,13 +121,18 @@ def centre(flat, height, width):
 
 def own_text(call: dict, lengths: dict | None, row: int) -> torch.Tensor:
     """``[text]`` bool: the text tokens that are row ``row``'s own prompt (``lengths``: chunk kind (0 cond, 1
-    uncond) -> each row's prompt length; None: every text token)."""
+    uncond) -> each row's prompt length; None: every text token); with ``call["padded"]`` (the length the prompts
+    were padded to, below the call's text) and ``call["multiple"]``, the model's own pad tokens after it, as many as
+    the row's prompt alone gets (up to the next multiple of its length)."""
     text = call["text_tokens"]
     if lengths is None:
         return torch.ones(text, dtype=torch.bool)
     per_chunk = len(lengths[0])
     own = lengths[call["cond_or_uncond"][row // per_chunk]][row % per_chunk]
-    return torch.arange(text) < own
+    padded, multiple = call.get("padded", text), call.get("multiple", 1)
+    pads = -(-own // multiple) * multiple - own
+    positions = torch.arange(text)
+    return (positions < own) | ((positions >= padded) & (positions < padded + pads))
 
 
 def dense_joint_expected(call: dict, ops, subject_mask, edit_mask, rope=None, shape=None, lengths=None):
@@ -140,15 +145,18 @@ def dense_joint_expected(call: dict, ops, subject_mask, edit_mask, rope=None, sh
     """
     q, k, v, text = call["q"], call["k"], call["v"], call["text_tokens"]
     batch, heads, length, dim = q.shape
+    tail = call.get("tail", 0)  # pad tokens after the image grid (Z-Image): context of their own row, like its text
+    grid_end = length - tail
     moved = k  # the subject keys SALQ sees: moved onto the edit region when ``rope`` (axes_dim, theta) is given
     if rope is not None:
         grid = call["grid"]
         subject_centre = centre(mask_at(subject_mask, *grid), *grid)
         edit_centre = centre(mask_at(edit_mask, *grid), *grid)
-        shift = (0.0, edit_centre[0] - subject_centre[0], edit_centre[1] - subject_centre[1])
+        shift = (0.0, edit_centre[0] - subject_centre[0], edit_centre[1] - subject_centre[1],
+                 *(0.0,) * (len(rope[0]) - 3))  # Flux.2's fourth axis (the text's) stays
         moved = k.double().clone()
         for _, s, _, _ in target_rows(call, shape):
-            moved[s, :, text:] = rope_rotation(k[s, :, text:], shift, *rope)
+            moved[s, :, text:grid_end] = rope_rotation(k[s, :, text:grid_end], shift, *rope)
     image = torch.ones(length - text, dtype=torch.bool)
     out = torch.cat([_heads_first_dense(q[r:r + 1], k[r:r + 1], v[r:r + 1], torch.cat([own_text(call, lengths, r),
                                                                                         image]))
@@ -164,17 +172,20 @@ def dense_joint_expected(call: dict, ops, subject_mask, edit_mask, rope=None, sh
 
         def region(query_row, text_row, image_row, allowed_image, image_keys=image_keys):
             keys = torch.cat([k[text_row:text_row + 1, :, :text].double(),
-                              image_keys[image_row:image_row + 1, :, text:].double()], 2)
-            values = torch.cat([v[text_row:text_row + 1, :, :text], v[image_row:image_row + 1, :, text:]], 2)
+                              k[text_row:text_row + 1, :, grid_end:].double(),
+                              image_keys[image_row:image_row + 1, :, text:grid_end].double()], 2)
+            values = torch.cat([v[text_row:text_row + 1, :, :text], v[text_row:text_row + 1, :, grid_end:],
+                                v[image_row:image_row + 1, :, text:grid_end]], 2)
             allowed = allowed_image if bool(allowed_image.any()) else torch.ones_like(allowed_image)
-            return _heads_first_dense(q[query_row:query_row + 1, :, text:], keys, values,
-                                      torch.cat([own_text(call, lengths, text_row), allowed]))
+            return _heads_first_dense(q[query_row:query_row + 1, :, text:grid_end], keys, values,
+                                      torch.cat([own_text(call, lengths, text_row), torch.ones(tail, dtype=torch.bool),
+                                                 allowed]))
 
         if op is Op.SALQ:
             fg, bg = region(t, t, s, subject > 0.5), region(t, t, c, edit <= 0.5)
         else:
             fg, bg = region(s, s, s, subject > 0.5), region(c, c, c, edit <= 0.5)
-        out[t, :, text:] = (weight * fg + (1 - weight) * bg)[0]
+        out[t, :, text:grid_end] = (weight * fg + (1 - weight) * bg)[0]
     return out.transpose(1, 2).reshape(batch, length, heads * dim)
 
 

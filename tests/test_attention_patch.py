@@ -8,6 +8,7 @@ import torch
 
 import comfy.sample
 import comfy.samplers
+from comfy_host import split_cond_uncond
 from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model
 from mca_ctrl.mca_attention.unet_sites import find_attention_sites
 from dense_reference import check_recorded_calls, recording
@@ -60,11 +61,7 @@ def test_finds_all_16_sites_in_unet_order(tiny_model):
 @pytest.mark.parametrize("split", [False, True])
 def test_patched_replacement_matches_the_dense_formula_on_recorded_calls(tiny_model, split, monkeypatch):
     if split:
-        import comfy.model_management
-
-        real = comfy.model_management.get_free_memory
-        monkeypatch.setattr(comfy.model_management, "get_free_memory",
-                            lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)
+        split_cond_uncond(monkeypatch)
     calls = []
     sample_rows(recording(patched(tiny_model), calls))
     assert len(calls) == STEPS * 16 * (2 if split else 1)
@@ -104,15 +101,7 @@ def test_ops_fire_exactly_at_their_step_layer_pairs_and_keep_rows_0_and_1(tiny_m
 def test_split_cond_uncond_equals_batched(tiny_model, monkeypatch):
     model = patched(tiny_model)
     batched = sample_rows(model)
-    import comfy.model_management
-
-    real_free_memory = comfy.model_management.get_free_memory
-
-    def no_room_for_batching(dev=None, torch_free_too=False):
-        # the sampler's batching check sees no free memory; attention kernels still see the real figure
-        return real_free_memory(dev, torch_free_too) if torch_free_too else 0
-
-    monkeypatch.setattr(comfy.model_management, "get_free_memory", no_room_for_batching)
+    split_cond_uncond(monkeypatch)
     mca_state(model).trace = []
     split = sample_rows(model)
     trace = mca_state(model).trace

@@ -11,6 +11,7 @@ import torch
 import comfy.sample
 import comfy.samplers
 import random_models
+from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, recording_override
 from mca_ctrl.mca_attention.adapters import model_adapter
 from mca_ctrl.mca_attention.adapters.mmdit import OVERRIDE_KEY, token_grid
@@ -20,11 +21,14 @@ from mca_ctrl.mca_attention.run import MCARun
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
+from mca_ctrl.mca_attention.text import TextFacts
 from mca_ctrl.mca_attention import subject_words
 from mca_ctrl.mca_attention import invert
 from mca_ctrl.nodes import attention_patch, sampler
 from prompt_helpers import row_prompts as stacked_rows, stacked, tokenizer_clip
 from random_models import square_mask, tiny_flux_prompt
+
+T5 = TextFacts(encoder_key="t5xxl")
 
 STEPS = 4
 SITES = 5  # the tiny models: 2 double + 3 single blocks
@@ -68,14 +72,6 @@ def patched(model, task=Task.SWAP, **schedule_kw):
     return patch_model(model, PRESETS[task], MCASchedule(**(schedule_kw or SCHEDULE_KW)), SUBJECT_MASK, EDIT_MASK)
 
 
-def no_room_for_batching(monkeypatch):
-    import comfy.model_management
-
-    real = comfy.model_management.get_free_memory
-    monkeypatch.setattr(comfy.model_management, "get_free_memory",
-                        lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)
-
-
 def grid_of(latent_size):
     return token_grid(latent_size, 2)
 
@@ -105,12 +101,12 @@ def test_the_preset_runs_every_site_and_never_an_empty_range_on_few_steps(dit, t
 
 
 def test_other_dit_families_and_wrappers_are_refused_by_name(pack):
-    flux2_like = random_models.tiny_flux_model()
+    fill_like = random_models.tiny_flux_model()
     import comfy.supported_models
 
-    flux2_like.model.model_config = comfy.supported_models.Flux2.__new__(comfy.supported_models.Flux2)
-    with pytest.raises(ValueError, match=r"does not support Flux.2 yet \(supported: .*Flux.1.*Chroma"):
-        model_adapter(flux2_like)
+    fill_like.model.model_config = comfy.supported_models.FluxInpaint.__new__(comfy.supported_models.FluxInpaint)
+    with pytest.raises(ValueError, match=r"does not support Flux.1 Fill yet \(supported: .*Flux.1.*Chroma.*Flux.2"):
+        model_adapter(fill_like)
     wrapped = random_models.tiny_flux_model()
     wrapped.add_object_patch("diffusion_model", torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="its diffusion model is a Linear, which no MCA adapter knows"):
@@ -156,7 +152,7 @@ def test_sequence_changing_conditioning_is_refused(pack):
 def test_patched_override_matches_the_dense_joint_formula_on_recorded_calls(dit, cfg, split, monkeypatch):
     _, model, prompt = dit
     if split:
-        no_room_for_batching(monkeypatch)
+        split_cond_uncond(monkeypatch)
     calls = []
     sample_rows(recording_override(patched(model), calls, grid_of), prompt, cfg=cfg)
     chunks = 1 if cfg == 1.0 else 2
@@ -206,7 +202,7 @@ def test_rows_0_and_1_keep_ordinary_attention_and_the_target_changes(dit):
 def test_split_cond_uncond_equals_batched(dit, monkeypatch):
     _, model, prompt = dit
     batched = sample_rows(patched(model), prompt, cfg=3.0)
-    no_room_for_batching(monkeypatch)
+    split_cond_uncond(monkeypatch)
     split = sample_rows(patched(model), prompt, cfg=3.0)
     torch.testing.assert_close(split, batched, atol=2e-5 * float(batched.abs().max()), rtol=0)
 
@@ -353,12 +349,12 @@ def test_subject_words_are_found_among_the_t5_tokens(pack):
     clip = tokenizer_clip(comfy.text_encoders.flux.FluxTokenizer())
     text = "a photo of a dog on a sofa"
     t5 = [token for token, *_ in clip.tokenize(text)["t5xxl"][0]]
-    dog = subject_words.subject_tokens(clip, text, "dog", "", "t5xxl")
-    sofa = subject_words.subject_tokens(clip, text, "sofa", "", "t5xxl")
+    dog = subject_words.subject_tokens(clip, text, "dog", "", T5)
+    sofa = subject_words.subject_tokens(clip, text, "sofa", "", T5)
     word = [token for token, *_ in clip.tokenize("dog")["t5xxl"][0]][:1]
     assert [t5[i] for i in dog] == word and dog != sofa
-    assert subject_words.subject_tokens(clip, text, "", "1", "t5xxl") == [0], "index 1 = the first text token"
-    assert subject_words.subject_tokens(clip, text, "dog", "", None) == [5], "CLIP-L: after the start token"
+    assert subject_words.subject_tokens(clip, text, "", "1", T5) == [0], "index 1 = the first text token"
+    assert subject_words.subject_tokens(clip, text, "dog", "", TextFacts()) == [5], "CLIP-L: after the start token"
 
 
 def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_it(dit):

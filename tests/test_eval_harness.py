@@ -9,6 +9,7 @@ import asyncio
 import csv
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -543,3 +544,38 @@ def test_files_left_on_a_server_are_named_in_the_last_line(servers):
     assert line.startswith(f"left on {servers[0].url}: 1 upload(s) in {root / 'input'} "
                            f"(mca_eval_0123456789abcdef0123.png) and 1 image(s) in {root / 'output'} (mca_eval/)"), line
     assert "ComfyUI has no HTTP call that deletes files" in line
+
+
+def test_an_item_redone_on_the_server_that_made_it_is_saved_and_fetched_again(servers, random_checkpoint, tmp_path,
+                                                                              capsys):
+    """Issue 25: delete one item's folder and run again on the same server. ComfyUI serves the identical prompt from
+    its cache; the harness must still get the item's images (they were cleaned up after the first run)."""
+    bench = one_item_set(tmp_path / "redo_set", "cat.png", id="redo_cat")
+    shutil.copy(EXAMPLES / "mca_example_cat.png", bench / "cat.png")
+    server, out = servers[0], tmp_path / "redo_out"
+    args = ["generation", str(bench), "--out", str(out), "--url", server.url, "--no-metrics",
+            *small_run_args(random_checkpoint, "generation")]
+    assert cli.main(args) == 0, capsys.readouterr()
+    first = np.asarray(Image.open(out / "items" / "redo_cat" / "result.png"))
+    shutil.rmtree(out / "items" / "redo_cat")
+    code = cli.main(args)
+    printed = capsys.readouterr()
+    assert code == 0 and "404" not in printed.out + printed.err, printed.out + printed.err
+    again = np.asarray(Image.open(out / "items" / "redo_cat" / "result.png"))
+    assert np.array_equal(again, first), "the same prompt, the same pixels (the PNG's metadata names the folder)"
+    assert printed.out.strip().splitlines()[-1].startswith(f"cleaned up {server.url}"), printed.out
+
+
+def test_two_servers_on_one_folder_report_what_the_other_removed_as_removed(servers):
+    """Issue 25: the multi-GPU set-up (two servers, one ComfyUI clone): the second server's cleanup must not say that
+    files the first one's removed were left on it."""
+    server = servers[0]
+    name = "mca_eval_shared_folder_check.png"
+    (server.root / "input" / name).write_bytes(b"shared")
+    first, second = cleanup.ServerFiles(server.url), cleanup.ServerFiles(server.url)
+    for made in (first, second):
+        made.add("input", name, b"shared")
+    removed: set = set()
+    lines = [cleanup.clean_up(made, removed) for made in (first, second)]
+    assert not (server.root / "input" / name).exists()
+    assert all(line.startswith(f"cleaned up {server.url}: removed 1 upload(s)") for line in lines), lines

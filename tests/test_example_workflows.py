@@ -20,16 +20,33 @@ pytestmark = pytest.mark.full
 
 WORKFLOWS = comfy_host.REPO / "example_workflows"
 TASKS = ["mca_generation", "mca_swap", "mca_add", "mca_swap_sdxl", "mca_swap_flux", "mca_generation_flux",
-         "mca_swap_sweep"]
+         "mca_swap_sweep", "mca_swap_qwen_image", "mca_swap_flux2", "mca_generation_flux2", "mca_swap_z_image"]
 SDXL_TASKS = {"mca_swap_sdxl"}
-FLUX_TASKS = {"mca_swap_flux", "mca_generation_flux"}
 SWEEP_TASKS = {"mca_swap_sweep"}  # a 2 x 2 schedule grid: 4 targets, saved as one labelled grid
-# Run headless here: the Flux graphs need a real-architecture T5-XXL, which this machine cannot run (see
-# tests/test_flux_file.py for the Flux model side of the user's path).
-RUNNABLE_TASKS = [task for task in TASKS if task not in FLUX_TASKS]
+# The DiT graphs as ComfyUI's own templates load and sample them: the model files users have (ComfyUI's template
+# names), the text encoder loader's type, the image size, the sampler's cfg.
+DIT_TASKS = {
+    "mca_swap_flux": ({"flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"},
+                      "flux", 1024, 1.0),
+    "mca_generation_flux": ({"flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors",
+                             "ae.safetensors"}, "flux", 1024, 1.0),
+    "mca_swap_qwen_image": ({"qwen_image_fp8_e4m3fn.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                             "qwen_image_vae.safetensors"}, "qwen_image", 1328, 4.0),
+    "mca_swap_flux2": ({"flux2_dev_fp8mixed.safetensors", "mistral_3_small_flux2_bf16.safetensors",
+                        "flux2-vae.safetensors"}, "flux2", 1024, 1.0),
+    "mca_generation_flux2": ({"flux2_dev_fp8mixed.safetensors", "mistral_3_small_flux2_bf16.safetensors",
+                              "flux2-vae.safetensors"}, "flux2", 1024, 1.0),
+    "mca_swap_z_image": ({"z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"}, "lumina2",
+                         1024, 1.0),
+}
+# Run headless here: the DiT graphs need a real-architecture text encoder (T5-XXL 4.7 B, Qwen2.5-VL 7 B, Mistral 3
+# Small 24 B, Qwen3 4 B parameters), which this machine cannot run (tests/test_flux_file.py and tests/test_qwen_image_file.py
+# hold the model side of the user's path; the tiny-model tests the rest).
+RUNNABLE_TASKS = [task for task in TASKS if task not in DIT_TASKS]
 ROWS = [["Models", "Masks"], ["Inversion", "MCA", "Output"]]  # each row left to right, the rows top to bottom
 GROUPS = [group for row in ROWS for group in row]  # the reading order
 EXPECTED_GROUP = {"CheckpointLoaderSimple": "Models", "UNETLoader": "Models", "DualCLIPLoader": "Models",
+                  "CLIPLoader": "Models", "ModelSamplingAuraFlow": "Models", "Flux2Scheduler": "Inversion",
                   "VAELoader": "Models", "MCA_SAMLoader": "Models", "MCA_GroundingDINOLoader": "Models",
                   "LoadImage": "Masks", "MCA_SLMMask": "Masks", "GrowMask": "Masks", "VAEEncode": "Inversion",
                   "MCA_DDIMInvert": "Inversion", "MCA_AttentionPatch": "MCA", "MCA_Sampler": "MCA",
@@ -38,6 +55,7 @@ TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
 # The loaders of the shipped graphs: the ComfyUI model folder each reads and its file-name widgets.
 LOADERS = {"CheckpointLoaderSimple": ("checkpoints", ["ckpt_name"]), "UNETLoader": ("diffusion_models", ["unet_name"]),
            "DualCLIPLoader": ("text_encoders", ["clip_name1", "clip_name2"]), "VAELoader": ("vae", ["vae_name"]),
+           "CLIPLoader": ("text_encoders", ["clip_name"]),
            "MCA_SAMLoader": ("sams", ["model_name"]), "MCA_GroundingDINOLoader": ("grounding-dino", ["model_name"])}
 MODEL_HOSTS = {"huggingface.co", "dl.fbaipublicfiles.com"}
 sys.path.insert(0, str(comfy_host.REPO / "scripts"))
@@ -155,13 +173,13 @@ def test_workflows_use_the_model_names_users_have(task):
     api = json.loads((WORKFLOWS / "api" / f"{task}.json").read_text())
     names = {value for node in api.values() for value in node["inputs"].values() if isinstance(value, str)}
     checkpoint = "sd_xl_base_1.0.safetensors" if task in SDXL_TASKS else "v1-5-pruned-emaonly.safetensors"
-    if task in FLUX_TASKS:  # the file names of the FLUX.1 release and ComfyUI's Flux templates
-        checkpoint = {"flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"}
-        assert {"flux"} <= names and all(node["inputs"]["cfg"] == 1.0 for node in api.values()
-                                         if node["class_type"] == "MCA_Sampler")
+    size = 1024 if task in SDXL_TASKS else 512
+    if task in DIT_TASKS:  # the file names of ComfyUI's templates for the family, sampled as they sample
+        checkpoint, clip_type, size, cfg = DIT_TASKS[task]
+        assert {clip_type} <= names and all(node["inputs"]["cfg"] == cfg for node in api.values()
+                                            if node["class_type"] == "MCA_Sampler")
     assert {*([checkpoint] if isinstance(checkpoint, str) else checkpoint), "sam_vit_h_4b8939.pth",
             "groundingdino_swint_ogc.pth"} <= names
-    size = 1024 if task in SDXL_TASKS | FLUX_TASKS else 512
     assert all(node["inputs"]["width"] == size for node in api.values() if node["class_type"] == "ImageScale")
 
 
@@ -292,7 +310,7 @@ def test_loader_nodes_name_their_model_sources(object_info, task):
     folders = {files.default: files.folder for files in model_files.EXPECTED_MODELS}
     loaders = [node for node in ui["nodes"] if node["type"] in LOADERS]
     assert {node["type"] for node in ui["nodes"] if "Loader" in node["type"]} <= set(LOADERS), "a loader unknown here"
-    assert len(loaders) == (5 if task in FLUX_TASKS else 3)  # Flux: model, text encoders, VAE; + SAM, DINO
+    assert len(loaders) == (5 if task in DIT_TASKS else 3)  # DiTs: model, text encoder(s), VAE; + SAM, DINO
     for node in loaders:
         folder, widgets = LOADERS[node["type"]]
         names = [inputs[str(node["id"])]["inputs"][widget] for widget in widgets]

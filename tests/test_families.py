@@ -7,6 +7,7 @@ import torch
 
 import comfy.samplers
 import random_models
+from comfy_host import split_cond_uncond
 from dense_reference import check_recorded_calls, recording
 from mca_ctrl.mca_attention.adapters import model_adapter
 from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model
@@ -139,11 +140,7 @@ def test_split_cond_uncond_equals_batched_and_cfg_1_runs(family, monkeypatch):
     name, model = family
     patched = patch_model(model, PRESETS[Task.SWAP], schedule_of(model), SUBJECT_MASK, EDIT_MASK)
     batched = sample_rows(patched, name)
-    import comfy.model_management
-
-    real = comfy.model_management.get_free_memory
-    monkeypatch.setattr(comfy.model_management, "get_free_memory",
-                        lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)
+    split_cond_uncond(monkeypatch)
     state = mca_state(patched)
     state.trace = []
     split = sample_rows(patched, name)

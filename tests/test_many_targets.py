@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import random_models
+from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, check_recorded_calls, recording, recording_override
 from random_models import square_mask
 from mca_ctrl.mca_attention.adapters.mmdit import token_grid
@@ -55,13 +56,20 @@ FAMILIES = {
     # float32: newer ComfyUI's RoPE kernel (comfy_kitchen) takes no float64. Measured on 0.3.75: batched vs alone
     # at most 1.3e-6 of the latent's scale (0 when cond and uncond run split), so 1e-5 bounds the rounding.
     "flux": Family("flux", lambda: random_models.tiny_flux_model(), random_models.tiny_flux_prompt, 16, 1e-5),
+    # the prompts the model left-pads to 512 tokens, cfg 1 with guidance as its template (and real CFG too)
+    "flux2": Family("flux2", lambda: random_models.tiny_flux2_model(), random_models.tiny_flux2_prompt, 128, 1e-5),
+    # the call counter, the refiners, the image pad tokens
+    "z_image": Family("z_image", lambda: random_models.tiny_z_image_model(), random_models.tiny_z_image_prompt, 16,
+                      1e-5),
 }
 
 
 def cell_schedules(family: Family) -> list[MCASchedule]:
-    """SCHEDULES with the site index kept inside the family's sites (Flux: 5 blocks)."""
-    return [s if family.name != "flux" else MCASchedule(s.sagi_start, s.sagi_end, s.salq_start, s.salq_end,
-                                                        min(s.salq_first_site, 3)) for s in SCHEDULES]
+    """SCHEDULES with the site index kept inside the family's sites (the tiny DiTs: 3 to 5 sites)."""
+    if family.name in ("sd15", "sdxl"):
+        return SCHEDULES
+    return [MCASchedule(s.sagi_start, s.sagi_end, s.salq_start, s.salq_end, min(s.salq_first_site, 2))
+            for s in SCHEDULES]
 
 
 def inverted(model, family: Family, seed: int) -> dict:
@@ -80,15 +88,6 @@ def patched(model, task: Task, schedules, generation_tokens: bool = False):
     return patch_model(model, PRESETS[task], schedules, SUBJECT_MASK, edit, labels=[f"cell {i}" for i in
                                                                                    range(len(schedules))]
                        if isinstance(schedules, list) else None, subject=[1, 2] if generation_tokens else None)
-
-
-def split_cond_uncond(monkeypatch):
-    """ComfyUI runs cond and uncond in separate calls when its free-memory estimate says the batch won't fit."""
-    import comfy.model_management
-
-    real = comfy.model_management.get_free_memory
-    monkeypatch.setattr(comfy.model_management, "get_free_memory",
-                        lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)
 
 
 @pytest.mark.parametrize("family_name", list(FAMILIES))
@@ -327,10 +326,13 @@ def test_bad_batches_get_clear_errors(pack):
     with pytest.raises(ValueError, match="already swept"):
         batch_nodes.MCAScheduleSweep().sweep("sagi_end", "0.3", batch_nodes.MCAScheduleSweep().sweep("sagi_end",
                                                                                                      "0.1")[0])
-    with pytest.raises(ValueError, match="sweep cell sagi_end=1.5: sagi_end is a fraction"):
-        attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
+    with pytest.raises(ValueError, match=r"sagi_end is a fraction \(0..1, or -1 for the preset's value\); the sweep "
+                                         r"has 1.5"):
+        batch_nodes.MCAScheduleSweep().sweep("sagi_end", "1.5")
+    with pytest.raises(ValueError, match=r"sweep cell sagi_end=0.9: sagi_start \(0.95\) is after sagi_end \(0.9\)"):
+        attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", 0.95, -1, -1, -1, -1, -1,
                                                   edit_mask=EDIT_MASK,
-                                                  sweep=batch_nodes.MCAScheduleSweep().sweep("sagi_end", "1.5")[0])
+                                                  sweep=batch_nodes.MCAScheduleSweep().sweep("sagi_end", "0.9")[0])
 
 
 def test_target_prompts_of_other_pooled_widths_are_refused(pack):

@@ -13,6 +13,7 @@ import torch
 import comfy.sample
 import comfy.samplers
 import random_models
+from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, recording_override
 from random_models import square_mask, tiny_flux_prompt
 from prompt_helpers import stacked
@@ -24,6 +25,7 @@ from mca_ctrl.mca_attention.prompts import LABEL_KEY
 from mca_ctrl.mca_attention.sampling import RowControl, mca_sample_loop
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
+from mca_ctrl.mca_attention.text import TextFacts
 from mca_ctrl.mca_attention import invert
 from mca_ctrl.nodes import sampler
 
@@ -49,15 +51,6 @@ def inverted(model, seed: int) -> dict:
     latent = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(seed))
     sigmas = invert.schedule_sigmas(model, STEPS, None)
     return invert.invert_latent(model, latent, prompt(0, 8), prompt(0, 8), 1.0, sigmas)
-
-
-def split_cond_uncond(monkeypatch):
-    """ComfyUI runs cond and uncond in separate calls when its free-memory estimate says the batch won't fit."""
-    import comfy.model_management
-
-    real = comfy.model_management.get_free_memory
-    monkeypatch.setattr(comfy.model_management, "get_free_memory",
-                        lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +180,8 @@ def test_a_call_whose_batch_or_text_length_is_not_the_padded_one_is_refused(pack
         q = torch.zeros(rows, 2, text + 16, 4)
         return Call(q, q, q, 2, [1, 0], TokenLayout(text, (4, 4)))
 
-    assert text_keys(cache, current, call(6, 24)).sum(1).tolist() == [12, 12, 12, 24, 20, 16]
+    t5 = TextFacts(repeats_short_prompts=False)
+    assert text_keys(cache, current, call(6, 24), t5).sum(1).tolist() == [12, 12, 12, 24, 20, 16]
     for rows, text in ((6, 30), (4, 24)):
         with pytest.raises(ValueError, match="changed the batch or the prompts' length"):
-            text_keys(cache, current, call(rows, text))
+            text_keys(cache, current, call(rows, text), t5)

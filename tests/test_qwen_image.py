@@ -7,15 +7,18 @@ import pytest
 import torch
 
 import random_models
+from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, recording_override
 from random_models import square_mask, tiny_qwen_image_model, tiny_qwen_prompt
 from prompt_helpers import tokenizer_clip
 from mca_ctrl.mca_attention import engine, invert
 from mca_ctrl.mca_attention.adapters import model_adapter
 from mca_ctrl.mca_attention.adapters.mmdit import token_grid
+from mca_ctrl.mca_attention.adapters.qwen_image import QwenImageAdapter
 from mca_ctrl.mca_attention.comfy_patch import patch_model
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
+from mca_ctrl.mca_attention.text import TextFacts
 from mca_ctrl.nodes import sampler
 
 STEPS = 4
@@ -29,14 +32,6 @@ LENGTHS = dict(condition=14, subject=10, target=12, negative=8)
 
 def expected_op(step, key):
     return SCHEDULE.op_at(step, key[1], STEPS)
-
-
-def split_cond_uncond(monkeypatch):
-    import comfy.model_management
-
-    real = comfy.model_management.get_free_memory
-    monkeypatch.setattr(comfy.model_management, "get_free_memory",
-                        lambda dev=None, torch_free_too=False: real(dev, torch_free_too) if torch_free_too else 0)
 
 
 def inverted(model, seed: int) -> dict:
@@ -151,12 +146,12 @@ def test_subject_words_count_from_the_first_text_token_after_the_chat_template(p
     clip, text = tokenizer_clip(comfy.text_encoders.qwen_image.QwenImageTokenizer()), "a photo of a dog on a sofa"
     ids = [token for token, *_ in clip.tokenize(text)["qwen25_7b"][0]]
     prefix = [token for token, *_ in clip.tokenize("")["qwen25_7b"][0]].index(151644, 1) + 3  # 2nd <|im_start|>user\n
-    dog = SubjectWords(clip, text, "dog").tokens("qwen25_7b", cuts_prefix=True)
+    dog = SubjectWords(clip, text, "dog").tokens(QwenImageAdapter.TEXT)
     spelled = [token for token, *_ in clip.tokenizer.tokenize_with_weights(" dog", llama_template="{}")["qwen25_7b"][0]]
     assert dog == [4] and ids[prefix + 4] == spelled[0], "the 5th text token is ' dog'"
-    assert SubjectWords(clip, text, token_indices="1, 2").tokens("qwen25_7b", cuts_prefix=True) == [0, 1]
-    assert SubjectWords(clip, text, "sofa").tokens("qwen25_7b", cuts_prefix=True) == [7]
-    assert SubjectWords(None, token_indices="1, 2").tokens(None) == [1, 2], "a UNet without clip: after CLIP's start"
+    assert SubjectWords(clip, text, token_indices="1, 2").tokens(QwenImageAdapter.TEXT) == [0, 1]
+    assert SubjectWords(clip, text, "sofa").tokens(QwenImageAdapter.TEXT) == [7]
+    assert SubjectWords(None, token_indices="1, 2").tokens(TextFacts()) == [1, 2], "a UNet without clip: after CLIP's start"
 
 
 def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_it(qwen):
@@ -184,3 +179,16 @@ def test_an_empty_4d_latent_starts_generation_as_comfyuis_samplers_take_it(qwen)
     assert four.rows.shape == five.rows.shape == (3, *LATENT[1:]) and torch.equal(four.rows, five.rows)
     with pytest.raises(ValueError, match=r"needs a 16-channel latent \[batch, 16, 1, h, w\]"):
         engine.mca_sample(mca, *prompts(), subject, {"samples": torch.ones(1, 16, 8, 8)}, 7, 4.0)
+
+
+def test_the_encoders_attention_mask_counts_only_where_it_masks_something(qwen):
+    """CLIP Text Encode puts Qwen2.5-VL's attention mask on every prompt: all ones (nothing padded) it says nothing and
+    is dropped; with zeros Qwen-Image would apply it, which MCA rows cannot, so it is refused by name."""
+    from prompt_helpers import stacked
+
+    condition, subject, target, negative = prompts()
+    batch = stacked(condition, subject, target, negative=negative, text=QwenImageAdapter.TEXT)
+    assert "attention_mask" not in batch.positive[0][1] and "attention_mask" not in batch.negative[0][1]
+    masked = [[target[0][0], {**target[0][1], "attention_mask": torch.tensor([[1] * 10 + [0] * 2])}]]
+    with pytest.raises(ValueError, match="target_prompt carries an attention mask on the prompt"):
+        stacked(condition, subject, masked, text=QwenImageAdapter.TEXT)

@@ -56,16 +56,18 @@ def server_folders(url: str) -> dict[str, Path]:
     return {kind: path for kind, path in folders.items() if path.is_absolute()}
 
 
-def clean_up(made: ServerFiles) -> str:
+def clean_up(made: ServerFiles, removed: set | None = None) -> str:
     """Removes the run's files from the server's folders where they are on this machine; returns the line to print
-    ("" when the run made nothing there)."""
+    ("" when the run made nothing there). ``removed``, shared by the run's servers, holds the paths already removed
+    (two servers on one ComfyUI folder, the multi-GPU set-up): those count as removed, not as left."""
+    removed = set() if removed is None else removed
     if not made.files:
         return ""
     named = server_folders(made.url)
     comfy_dir = tool_module("comfy_server").COMFY_DIR
     local = {kind: named.get(kind, comfy_dir / kind) for kind in KINDS}
     left = ServerFiles(made.url, {key: digest for key, digest in made.files.items()
-                                  if not _remove(local[key[0]], key[1], digest)})
+                                  if not _remove(local[key[0]], key[1], digest, removed)})
     if not left.files:
         return (f"cleaned up {made.url}: removed {made.count('input')} upload(s) from {local['input']} and "
                 f"{made.count('output')} image(s) from {local['output']}")
@@ -80,15 +82,19 @@ def clean_up(made: ServerFiles) -> str:
             f"are not on this machine; delete them on the server")
 
 
-def _remove(folder: Path, relative: str, digest: str) -> bool:
-    """Deletes ``folder/relative`` if it holds exactly the recorded content, then its emptied parent folders."""
+def _remove(folder: Path, relative: str, digest: str, removed: set) -> bool:
+    """Deletes ``folder/relative`` if it holds exactly the recorded content, then its emptied parent folders; True
+    when it is gone now (or was removed earlier in this cleanup, through another server)."""
     path = folder / relative
+    if path in removed:
+        return True
     try:
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             return False
         path.unlink()
     except OSError:
         return False
+    removed.add(path)
     for parent in path.parents:
         if parent == folder:
             break

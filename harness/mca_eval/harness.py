@@ -140,7 +140,8 @@ def generate(items: list[EvalItem], settings: GenerationSettings, out: Path, err
     if todo:
         made = {url: ServerFiles(url) for url in settings.urls}
         asyncio.run(_generate_all(todo, settings, out, errors, summary, progress, made))
-        summary.cleanup = [line for files in made.values() if (line := clean_up(files))]
+        removed: set = set()  # servers sharing one ComfyUI folder: what one's cleanup removed is not left on another
+        summary.cleanup = [line for files in made.values() if (line := clean_up(files, removed))]
     return summary
 
 
@@ -236,10 +237,11 @@ async def _worker(session, url: str, queue: deque, settings: GenerationSettings,
             await comfy_api.upload(url, uploads)
             for name, path in uploads:
                 made.add("input", name, Path(path).read_bytes())
+            prompt, subfolder = job.prepared.submission()
             images = await comfy_api.run_prompt(
-                url, job.prepared.prompt, settings.timeout * job.prepared.cells,
+                url, prompt, settings.timeout * job.prepared.cells,
                 log=lambda message, url=url: bar.set_postfix_str(f"{url.split('//')[-1]} {message.strip()}"))
-            await _save_outputs(session, url, images, job, out, made)
+            await _save_outputs(session, url, images, job, subfolder, out, made)
         except down as error:
             queue.appendleft(job)
             message = _log(errors, job, url, f"server stopped answering ({error}); it takes no more items, the "
@@ -257,12 +259,13 @@ async def _worker(session, url: str, queue: deque, settings: GenerationSettings,
         bar.update(len(job.items))
 
 
-async def _save_outputs(session, url: str, images: list[dict], job: Job, out: Path, made: ServerFiles) -> None:
+async def _save_outputs(session, url: str, images: list[dict], job: Job, subfolder: str, out: Path,
+                        made: ServerFiles) -> None:
     """Writes each item's ``<role>.png``: its own result (the batch's results are in ``job.items`` order) and the
     captures the items share; records the server's copies in ``made``. An item made again loses its old
     ``item.json`` and ``metrics.json`` first."""
     prepared = job.prepared
-    batch = [image for image in images if image.get("subfolder", "").replace("\\", "/") == prepared.subfolder
+    batch = [image for image in images if image.get("subfolder", "").replace("\\", "/") == subfolder
              and OUTPUT_NAME.match(image.get("filename", ""))]
     if len(batch) != len(prepared.batch_roles):
         raise comfy_api.run_workflow_module().WorkflowError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,6 +55,16 @@ class PreparedPrompt:
     def fingerprint(self) -> str:
         """Hash of the prompt: equal fingerprints mean the same inputs, settings and workflow."""
         return hashlib.sha256(json.dumps(self.prompt, sort_keys=True).encode()).hexdigest()[:16]
+
+    def submission(self) -> tuple[dict, str]:
+        """The prompt to queue now and the subfolder its images go to: a fresh one per submission. ComfyUI serves
+        a prompt it has run from its cache, outputs included, so the same prompt queued again (an item redone on
+        the server that made it) would hand back the names of files this run's cleanup already removed; a new
+        folder makes SaveImage write them again (the nodes before it may still come from the cache)."""
+        subfolder = f"{self.subfolder}/{uuid.uuid4().hex[:8]}"
+        prompt = copy.deepcopy(self.prompt)
+        prompt[only_node(prompt, SAVE_NODE)]["inputs"]["filename_prefix"] = f"{subfolder}/{CAPTURE_PREFIX}"
+        return prompt, subfolder
 
 
 def load_template(path: Path) -> dict:

@@ -15,7 +15,8 @@ SHARED_MODULES = ("base", "hook")  # the interface and the hook body, not archit
 
 
 def _discovered() -> tuple[type[ModelAdapter], ...]:
-    """The adapter classes (those that declare families) of this package's modules, in module-name order."""
+    """The adapter classes (those that declare families) of this package's modules: an architecture before the
+    families built on it (its subclasses), then in module-name order."""
     found = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
         if info.name in SHARED_MODULES:
@@ -23,7 +24,7 @@ def _discovered() -> tuple[type[ModelAdapter], ...]:
         module = importlib.import_module(f"{__name__}.{info.name}")
         found += [value for value in vars(module).values() if isinstance(value, type)
                   and issubclass(value, ModelAdapter) and value.__module__ == module.__name__ and value.FAMILIES]
-    return tuple(found)
+    return tuple(sorted(found, key=lambda adapter: (len(adapter.__mro__), adapter.__module__)))
 
 
 ADAPTERS: tuple[type[ModelAdapter], ...] = _discovered()

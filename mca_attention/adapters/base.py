@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from ..schedule import MCASchedule
 from ..tasks import TaskPreset
+from ..text import TextFacts
 
 
 @dataclass(frozen=True)
@@ -33,22 +34,6 @@ class LatentLayout:
     dims: int = 4
     factor: int = 8  # image pixels per latent cell
     patch: int = 1  # latent cells per image-token side (a DiT's patchify)
-
-
-@dataclass(frozen=True)
-class TextFacts:
-    """How the family's prompts reach attention.
-
-    ``encoder_key``: the tokenizer output whose tokens the model attends to (None: the first one).
-    ``repeats_short_prompts``: rows of different lengths are repeated to a common length (CLIP's 77-token
-    chunks, as ComfyUI does); otherwise they are padded after their own tokens and the padding is masked out.
-    The tokens before the text (CLIP's start token, none on T5, a chat template's prefix) are read from the
-    tokenizer itself; ``cuts_prefix`` says the encoder leaves them out of its output (Qwen-Image's template).
-    """
-
-    encoder_key: str | None = None
-    repeats_short_prompts: bool = False
-    cuts_prefix: bool = False  # the encoder drops the tokens before the text (a chat template) from its output
 
 
 class ModelAdapter(ABC):
@@ -116,6 +101,10 @@ class ModelAdapter(ABC):
     @abstractmethod
     def text_width(self) -> int:
         """The width of the text tokens the model reads (its text encoder's output)."""
+
+    def guidance_distilled(self) -> bool:
+        """Whether the model was distilled to sample at cfg 1 (its guidance, if any, rides on the prompts)."""
+        return False
 
     @abstractmethod
     def pooled_width(self) -> int | None:

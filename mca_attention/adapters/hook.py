@@ -17,16 +17,19 @@ import torch
 from ..attention import target_attention
 from ..run import RunCache, RunStep
 from ..state import OUTSIDE_MCA_SAMPLER, MCAState, TargetGroup
+from ..text import TextFacts
 from .base import tell_the_ui
 
 
 @dataclass(frozen=True)
 class TokenLayout:
     """The tokens of every row of one call: ``text`` text tokens first (0 for a UNet's self-attention), then
-    the image grid of ``grid`` (rows, columns) tokens."""
+    the image grid of ``grid`` (rows, columns) tokens, then ``tail`` pad tokens (Z-Image pads the image tokens to a
+    multiple of 32): context tokens of their own row, like its text."""
 
     text: int
     grid: tuple[int, int]
+    tail: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,20 +57,21 @@ def padding_mask(cache: RunCache, call: Call, keys: torch.Tensor) -> torch.Tenso
     return cache.padding_masks[key]
 
 
-def text_keys(cache: RunCache, current: RunStep, call: Call) -> torch.Tensor | None:
-    """``[rows, text]`` bool, True on each row's own text tokens; None when no row's prompt was padded."""
+def text_keys(cache: RunCache, current: RunStep, call: Call, text: TextFacts) -> torch.Tensor | None:
+    """``[rows, text tokens]`` bool, True on each row's own text tokens (and on the pad tokens the model appends,
+    ``text.pads_to_multiple``); None when no row's prompt was padded."""
     span = current.run.text
     if span is None or call.tokens.text == 0:
         return None
     rows = len(call.cond_or_uncond) * len(span.cond)
-    if call.tokens.text != span.length or call.q.shape[0] != rows:
+    if call.tokens.text != text.model_length(span.length) or call.q.shape[0] != rows:
         raise ValueError(f"MCA padded the prompts of {rows} rows to {span.length} text tokens, but an attention "
                          f"call holds {call.q.shape[0]} rows of {call.tokens.text}: a node between the MCA Sampler "
                          f"and the model changed the batch or the prompts' length.")
     cond_or_uncond, device = call.cond_or_uncond, call.q.device
     key = (tuple(cond_or_uncond), str(device))
     if key not in cache.text_keys:
-        cache.text_keys[key] = span.valid_keys(cond_or_uncond, device)
+        cache.text_keys[key] = span.valid_keys(cond_or_uncond, device, call.tokens.text, text.pads_to_multiple)
     return cache.text_keys[key]
 
 
@@ -108,7 +112,7 @@ class SiteHook:
             return self.ordinary(call, None, None)
         q, cond_or_uncond = call.q, call.cond_or_uncond
         cache = state.run_cache(current.run)
-        keys = text_keys(cache, current, call)
+        keys = text_keys(cache, current, call, state.text)
         if keys is not None:
             call = replace(call, padding=padding_mask(cache, call, keys))
         if site is None:
@@ -132,6 +136,7 @@ class SiteHook:
         for group in groups:
             rows = state.layout(cache, batch, cond_or_uncond, q.device, shape, group.targets)
             target = target_attention(group.op, queries, self.group_keys(call, cache, current, group, rows), values,
-                                      rows, group.plan, call.heads, text_tokens=call.tokens.text, text_keys=keys)
+                                      rows, group.plan, call.heads, text_tokens=call.tokens.text, text_keys=keys,
+                                      tail_tokens=call.tokens.tail)
             out[rows.target] = self.shaped(call, target).to(out.dtype)
         return out

@@ -19,7 +19,8 @@ from ..run import RunCache, RunStep, run_step
 from ..schedule import MCASchedule, Op
 from ..state import MCAState, TargetGroup
 from ..tasks import TaskPreset
-from .base import LatentLayout, ModelAdapter, Site, TextFacts
+from ..text import TextFacts
+from .base import LatentLayout, ModelAdapter, Site
 from .hook import Call, SiteHook, TokenLayout
 
 OVERRIDE_KEY = "optimized_attention_override"
@@ -47,6 +48,11 @@ def token_grid(latent_size: tuple[int, int], patch_size: int) -> tuple[int, int]
     return (height + patch_size // 2) // patch_size, (width + patch_size // 2) // patch_size
 
 
+def _image(tokens: TokenLayout) -> slice:
+    """Where a call's image grid sits in each row's tokens."""
+    return slice(tokens.text, tokens.text + tokens.grid[0] * tokens.grid[1])
+
+
 def _given_mask(args: tuple, kwargs: dict):
     """The attention mask a call carries: positional (Qwen-Image, Lumina: the fifth argument) or ``mask=``."""
     return args[4] if len(args) > 4 else kwargs.get("mask")
@@ -61,6 +67,8 @@ def _with_mask(args: tuple, kwargs: dict, mask: torch.Tensor) -> tuple[tuple, di
 
 class JointAttention(SiteHook):
     """The attention override of one patched MMDiT; chains to the override that was installed before."""
+
+    IMAGE_MULTIPLE = 1  # the model pads its image tokens to a multiple of this (Z-Image: 32)
 
     def __init__(self, state: MCAState, site_index: dict[tuple[str, int], int], patch_size: int, pe_embedder,
                  previous=None):
@@ -98,46 +106,73 @@ class JointAttention(SiteHook):
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options") or {}
         current = run_step(options)
-        site = self.site_index.get((options.get("block_type"), options.get("block_index")))
         q, k, v, heads = args[:4]
-        tokens = TokenLayout(0, (0, 0))
-        if current is not None:
-            grid = token_grid(current.run.latent_size, self.patch_size)
-            tokens = TokenLayout(q.shape[2] - grid[0] * grid[1], grid)
-            if tokens.text < 0:
-                raise ValueError(f"MCA found {q.shape[2]} tokens in a {self.state.family} attention call, fewer "
-                                 f"than the latent's {grid[0]}x{grid[1]} image tokens: the latent given to the MCA "
-                                 f"Sampler is not the one the model samples.")
-        call = Call(q, k, v, heads, list(options.get("cond_or_uncond", [])), tokens, (func, args, kwargs))
+        if current is not None and k.shape[2] != q.shape[2]:
+            raise ValueError(f"MCA found {k.shape[2]} keys for {q.shape[2]} queries in a {self.state.family} "
+                             f"attention call: keys cached from a reference image (ComfyUI's Flux KV Cache node) "
+                             f"or another pack's extra tokens, which MCA rows cannot share. Remove that node from "
+                             f"the MODEL given to MCA Attention Patch.")
+        site, tokens = self.locate(options, q.shape[2], current)
+        cond_or_uncond = list(options.get("cond_or_uncond", []))
+        args = self.prepared(args, tokens, current, cond_or_uncond)
+        call = Call(*args[:4], cond_or_uncond, tokens, (func, args, kwargs))
         return self.attend(call, current, site)
+
+    def prepared(self, args: tuple, tokens: TokenLayout, current: RunStep | None, cond_or_uncond: list) -> tuple:
+        """The call's arguments as every row's attention should see them (Z-Image moves padded rows' positions)."""
+        return args
+
+    def locate(self, options: dict, length: int, current: RunStep | None) -> tuple[int | None, TokenLayout]:
+        """The call's site (None: not one) and its tokens: Flux-style blocks name themselves (``block_type`` /
+        ``block_index``), and every call is a joint one."""
+        site = self.site_index.get((options.get("block_type"), options.get("block_index")))
+        return site, TokenLayout(0, (0, 0)) if current is None else self.joint_tokens(length, current)
+
+    def joint_tokens(self, length: int, current: RunStep) -> TokenLayout:
+        """``[text; image grid; pad tokens up to a multiple of IMAGE_MULTIPLE]`` of a joint call of ``length``."""
+        grid = token_grid(current.run.latent_size, self.patch_size)
+        image = grid[0] * grid[1]
+        padded = -(-image // self.IMAGE_MULTIPLE) * self.IMAGE_MULTIPLE
+        tokens = TokenLayout(length - padded, grid, padded - image)
+        if tokens.text < 0:
+            raise ValueError(f"MCA found {length} tokens in a {self.state.family} attention call, fewer than the "
+                             f"latent's {grid[0]}x{grid[1]} image tokens: the latent given to the MCA Sampler is not "
+                             f"the one the model samples.")
+        return tokens
+
+    def probes(self, options: dict) -> bool:
+        """Whether generation reads the subject word's maps at this site (Flux: the double blocks)."""
+        return options.get("block_type") == PROBE_BLOCK_TYPE
 
     def group_keys(self, call: Call, cache: RunCache, current: RunStep, group: TargetGroup, rows) -> torch.Tensor:
         keys = _merged(call.k)
         if group.op is Op.SALQ and self.state.move_subject:
-            text = call.tokens.text
-            keys[rows.subject, text:] = _merged(self._subject_moved(cache, current.step, call.k, rows, text,
+            keys = keys.clone()  # the merged keys can be a view of the model's own k (Z-Image's layout)
+            image = _image(call.tokens)
+            keys[rows.subject, image] = _merged(self._subject_moved(cache, current.step, call.k, rows, image,
                                                                     call.tokens.grid, group.targets[0]))
         return keys
 
-    def _subject_moved(self, cache: RunCache, step, k, rows, text_tokens, grid, target: int) -> torch.Tensor:
+    def _subject_moved(self, cache: RunCache, step, k, rows, image: slice, grid, target: int) -> torch.Tensor:
         """The subject rows' image keys ``[chunks, heads, tokens, dim]`` moved onto the edit region: RoPE rotations
         add, so turning a key by the rotation of the shift gives the key the subject would have had there."""
         shift = self.state.subject_shift(cache, step, *grid, target)
         key = (shift, str(k.device))
         if key not in cache.rotations:  # once per run and shift, not per attention call
-            offset = torch.tensor([[[0.0, shift[0], shift[1]]]], device=k.device)
+            offset = torch.zeros((1, 1, len(self.pe_embedder.axes_dim)), device=k.device)  # (index, h, w[, text])
+            offset[..., 1], offset[..., 2] = shift[0], shift[1]
             cache.rotations[key] = self.pe_embedder(offset)  # [1, 1, 1, dim/2, 2, 2]: one rotation for every token
-        return rotate(k[rows.subject, :, text_tokens:], cache.rotations[key])
+        return rotate(k[rows.subject, :, image], cache.rotations[key])
 
     def observe(self, call: Call, cache: RunCache, current: RunStep, text_keys) -> None:
         """Generation: each target's image queries' attention to the subject word's text tokens (cond chunk)."""
-        block_type = (call.native[2].get("transformer_options") or {}).get("block_type")
-        if self.state.edit_mask is not None or block_type != PROBE_BLOCK_TYPE or 0 not in call.cond_or_uncond:
+        options = call.native[2].get("transformer_options") or {}
+        if self.state.edit_mask is not None or not self.probes(options) or 0 not in call.cond_or_uncond:
             return
         text, grid = call.tokens.text, call.tokens.grid
         target = self.state.cond_targets(cache, call.q.shape[0], call.cond_or_uncond, current.run.shape,
                                          call.q.device)
-        queries = _merged(call.q[target][:, :, text:])
+        queries = _merged(call.q[target][:, :, _image(call.tokens)])
         keys = _merged(call.k[target][:, :, :text])
         maps = token_attention_map(queries, keys, call.heads, self.state.subject_tokens,
                                    None if text_keys is None else text_keys[target])
@@ -153,7 +188,7 @@ class MMDiTAdapter(ModelAdapter):
     SITES = {"Flux.1": "57 (19 double + 38 single blocks)", "Flux.1 schnell": "57 (19 double + 38 single blocks)",
              "Chroma": "57 (19 double + 38 single blocks)"}
     LATENT = LatentLayout(channels=16, patch=2)
-    TEXT = TextFacts(encoder_key="t5xxl", repeats_short_prompts=False)
+    TEXT = TextFacts(encoder_key="t5xxl", repeats_short_prompts=False, reads_prompt_mask=False)
     HAS_POSITIONS = True
     PRESET_SOURCE = ("SALQ at every site (the paper's generation setting; FreeGraftor and Personalize Anything act on "
                      "every block), the official step fractions, at least one step per non-empty range")
@@ -163,6 +198,8 @@ class MMDiTAdapter(ModelAdapter):
         from comfy.ldm.chroma.model import Chroma
         from comfy.ldm.flux.model import Flux
 
+        if isinstance(diffusion_model, Flux) and getattr(diffusion_model.params, "global_modulation", False):
+            return False  # Flux.2 (its own adapter)
         return isinstance(diffusion_model, (Flux, Chroma))
 
     def find_sites(self) -> list[Site]:
@@ -189,6 +226,11 @@ class MMDiTAdapter(ModelAdapter):
 
     def text_width(self) -> int:
         return int(self.model.get_model_object("diffusion_model").txt_in.in_features)
+
+    def guidance_distilled(self) -> bool:
+        """Flux.1 dev and Flux.2 dev embed their guidance (FluxGuidance); schnell is distilled to 4 steps at cfg 1."""
+        params = getattr(self.model.get_model_object("diffusion_model"), "params", None)
+        return bool(getattr(params, "guidance_embed", False)) or self.family == "Flux.1 schnell"
 
     def pooled_width(self) -> int | None:
         vector_in = getattr(self.model.get_model_object("diffusion_model"), "vector_in", None)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import LatentLayout, Site, TextFacts
+from ..text import TextFacts
+from .base import LatentLayout, Site
 from .mmdit import MMDiTAdapter
 
 

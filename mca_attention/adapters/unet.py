@@ -16,8 +16,9 @@ from comfy.ldm.modules import attention as comfy_attention  # looked up per call
 from ..cross_attention_mask import token_attention_map
 from ..run import run_step
 from ..state import MCAState
+from ..text import TextFacts
 from ..unet_sites import AttentionSite, find_attention_sites, preset_salq_site
-from .base import LatentLayout, ModelAdapter, TextFacts
+from .base import LatentLayout, ModelAdapter
 from .hook import Call, SiteHook, TokenLayout
 
 
