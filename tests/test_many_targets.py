@@ -47,6 +47,10 @@ class Family:
     prompt: Callable  # seed -> CONDITIONING
     channels: int
     tolerance: float = TOLERANCE  # of the latent's scale
+    frames: tuple[int, ...] = ()  # Qwen-Image's 5-D latent: (1,)
+
+    def latent(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.channels, *self.frames, 8, 8)
 
 
 FAMILIES = {
@@ -61,6 +65,8 @@ FAMILIES = {
     # the call counter, the refiners, the image pad tokens
     "z_image": Family("z_image", lambda: random_models.tiny_z_image_model(), random_models.tiny_z_image_prompt, 16,
                       1e-5),
+    "qwen_image": Family("qwen_image", lambda: random_models.tiny_qwen_image_model(), random_models.tiny_qwen_prompt,
+                         16, 1e-5, (1,)),
 }
 
 
@@ -73,7 +79,7 @@ def cell_schedules(family: Family) -> list[MCASchedule]:
 
 
 def inverted(model, family: Family, seed: int) -> dict:
-    latent = torch.randn(1, family.channels, 8, 8, generator=torch.Generator().manual_seed(seed))
+    latent = torch.randn(family.latent(1), generator=torch.Generator().manual_seed(seed))
     sigmas = invert.schedule_sigmas(model, STEPS, None)
     return invert.invert_latent(model, latent, family.prompt(0), family.prompt(0), 1.0, sigmas)
 
@@ -101,7 +107,7 @@ def test_each_target_equals_its_cell_run_alone(pack, monkeypatch, family_name, t
     schedules = cell_schedules(family)
     subject = inverted(model, family, 1)
     generation = task is Task.GENERATION
-    condition = {"samples": torch.zeros(3, family.channels, 8, 8)} if generation else inverted(model, family, 2)
+    condition = {"samples": torch.zeros(family.latent(3))} if generation else inverted(model, family, 2)
     targets = [family.prompt(3)] if generation else [family.prompt(s) for s in (3, 4, 5)]
     cfg = 1.0 if mode == "cfg 1" else 5.0
     if mode == "cfg split":
@@ -112,7 +118,7 @@ def test_each_target_equals_its_cell_run_alone(pack, monkeypatch, family_name, t
     target_prompt = targets[0] if generation else labelled(list(zip((3, 4, 5), targets)))
     batch = sampler.mca_sample(batched_model, family.prompt(1), family.prompt(2), target_prompt, family.prompt(9),
                                subject, condition, 11, cfg)
-    assert batch.targets.shape == (3, family.channels, 8, 8)
+    assert batch.targets.shape == family.latent(3)
     assert batch.shape == (BatchShape(3, (0, 1, 2)) if generation else BatchShape(1, (0, 0, 0)))
     chunks = {chunks for *_, chunks in state.trace}
     assert chunks == ({2} if mode == "cfg batched" else {1}), f"ComfyUI ran {chunks} chunks per call"

@@ -302,3 +302,25 @@ def test_a_padded_row_reads_what_it_reads_alone(z_image, condition_tokens):
     print(f"longest prompt {condition_tokens} tokens: the 12-token row vs alone, max |diff| / max |x| = "
           f"{difference:.2e}")
     assert difference < 1e-5
+
+
+def test_an_override_installed_before_runs_every_refiner_call_and_the_ordinary_rows(z_image):
+    """Another pack's attention override (SageAttention style) installed before the patch keeps running: on every
+    refiner call, and on the condition and subject rows of the main layers while MCA rebuilds the target."""
+    model, subject, condition = z_image
+    seen: list = []
+
+    def other_pack(func, *args, **kwargs):
+        seen.append((args[0].shape[0], args[0].shape[2]))
+        return func(*args, **kwargs)
+
+    with_other = model.clone()
+    options = dict(with_other.model_options.get("transformer_options", {}))
+    options[OVERRIDE_KEY] = other_pack
+    with_other.model_options["transformer_options"] = options
+    mca = patch_model(with_other, PRESETS[Task.SWAP], SCHEDULE, SUBJECT_MASK, EDIT_MASK)
+    engine.mca_sample(mca, *prompts(), subject, condition, 0, 1.0)
+    assert len(seen) == STEPS * (sum(REFINERS) + LAYERS), "every call reaches the other pack's override"
+    assert (3, CAPTION) in seen and (3, IMAGE_TOKENS) in seen, "the refiners' calls, all three rows"
+    assert (2, CAPTION + IMAGE_TOKENS) in seen, "a main layer rebuilding the target: the ordinary rows only"
+    assert OVERRIDE_KEY not in model.model_options.get("transformer_options", {}), "the input model was touched"
