@@ -11,6 +11,7 @@ import random_models
 from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, recording_override
 from prompt_helpers import mistral_tokenizer, stacked, tokenizer_clip
+from user_path import check_swap_through_the_sampler, inverted_image
 from random_models import has_klein, square_mask, tiny_flux2_model, tiny_flux2_prompt
 from mca_ctrl.mca_attention import engine, invert
 from mca_ctrl.mca_attention.adapters import model_adapter
@@ -20,7 +21,6 @@ from mca_ctrl.mca_attention.comfy_patch import patch_model
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.subject_words import SubjectWords
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
-from mca_ctrl.nodes import sampler
 
 STEPS = 4
 SITES = 5  # 2 double + 3 single blocks
@@ -43,9 +43,7 @@ def model_text(model, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def inverted(model, seed: int) -> dict:
-    latent = torch.randn(LATENT, generator=torch.Generator().manual_seed(seed))
-    sigmas = invert.schedule_sigmas(model, STEPS, None)
-    return invert.invert_latent(model, latent, tiny_flux2_prompt(0, 6), tiny_flux2_prompt(0, 6), 1.0, sigmas)
+    return inverted_image(model, LATENT, tiny_flux2_prompt(0, 6), seed, STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -147,19 +145,8 @@ def test_swap_and_add_keep_the_background_and_change_the_edit_region(flux2, task
     inside it from the same graph with empty step ranges; the condition and subject rows end at their clean
     latents."""
     model, subject, condition = flux2
-    node = sampler.MCASampler()
-    args = (*prompts(), subject, condition, 0, 1.0, True)
-    target, rows, *_ = node.sample(patch_model(model, PRESETS[task], SCHEDULE, SUBJECT_MASK, EDIT_MASK), *args)
-    silent = MCASchedule(sagi_start=0.0, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=0)
-    plain, *_ = node.sample(patch_model(model, PRESETS[task], silent, SUBJECT_MASK, EDIT_MASK), *args)
-    assert target["samples"].shape == LATENT
-    outside = square_mask(4, 0, 3)[0] < 0.5  # EDIT_MASK (pixels 8..40 of 64) on the 4 x 4 latent: cells 0..2
-    torch.testing.assert_close(target["samples"][0][:, outside], rows["samples"][0][:, outside])
-    inside = ~outside
-    assert float((target["samples"][0][:, inside] - plain["samples"][0][:, inside]).abs().max()) > 1e-3
-    for row, trajectory in ((0, condition), (1, subject)):
-        clean = model.model.process_latent_out(trajectory["mca_trajectory"]["latents"][-1].float())
-        torch.testing.assert_close(rows["samples"][row], clean[0], atol=1e-4, rtol=0)
+    check_swap_through_the_sampler(model, PRESETS[task], SCHEDULE, prompts(), subject, condition, 1.0,
+                                   square_mask(4, 0, 3)[0] < 0.5)
 
 
 def test_flow_inversion_follows_the_next_sigma_rule_along_flux2_schedulers_sigmas(flux2):

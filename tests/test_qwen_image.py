@@ -9,6 +9,7 @@ import torch
 import random_models
 from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, recording_override
+from user_path import check_swap_through_the_sampler, inverted_image
 from random_models import square_mask, tiny_qwen_image_model, tiny_qwen_prompt
 from prompt_helpers import tokenizer_clip
 from mca_ctrl.mca_attention import engine, invert
@@ -19,7 +20,6 @@ from mca_ctrl.mca_attention.comfy_patch import patch_model
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention.text import TextFacts
-from mca_ctrl.nodes import sampler
 
 STEPS = 4
 BLOCKS = 3
@@ -35,9 +35,7 @@ def expected_op(step, key):
 
 
 def inverted(model, seed: int) -> dict:
-    latent = torch.randn(LATENT, generator=torch.Generator().manual_seed(seed))
-    sigmas = invert.schedule_sigmas(model, STEPS, None)
-    return invert.invert_latent(model, latent, tiny_qwen_prompt(0, 6), tiny_qwen_prompt(0, 6), 1.0, sigmas)
+    return inverted_image(model, LATENT, tiny_qwen_prompt(0, 6), seed, STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -101,19 +99,8 @@ def test_swap_and_add_keep_the_background_and_change_the_edit_region(qwen, task)
     """Through the MCA Sampler node: the 5-D target equals the condition outside the edit mask and differs inside it
     from the same graph with empty step ranges; the condition and subject rows end at their clean latents."""
     model, subject, condition = qwen
-    node = sampler.MCASampler()
-    args = (*prompts(), subject, condition, 0, 4.0, True)
-    target, rows, *_ = node.sample(patch_model(model, PRESETS[task], SCHEDULE, SUBJECT_MASK, EDIT_MASK), *args)
-    silent = MCASchedule(sagi_start=0.0, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=0)
-    plain, *_ = node.sample(patch_model(model, PRESETS[task], silent, SUBJECT_MASK, EDIT_MASK), *args)
-    assert target["samples"].shape == LATENT
-    outside = square_mask(8, 1, 5)[0] < 0.5
-    torch.testing.assert_close(target["samples"][0, :, 0][:, outside], rows["samples"][0, :, 0][:, outside])
-    inside = ~outside
-    assert float((target["samples"][0, :, 0][:, inside] - plain["samples"][0, :, 0][:, inside]).abs().max()) > 1e-3
-    for row, trajectory in ((0, condition), (1, subject)):
-        clean = model.model.process_latent_out(trajectory["mca_trajectory"]["latents"][-1].float())
-        torch.testing.assert_close(rows["samples"][row], clean[0], atol=1e-4, rtol=0)
+    check_swap_through_the_sampler(model, PRESETS[task], SCHEDULE, prompts(), subject, condition, 4.0,
+                                   square_mask(8, 1, 5)[0] < 0.5)
 
 
 def test_flow_inversion_follows_the_next_sigma_rule_step_by_step(qwen):

@@ -12,6 +12,7 @@ import random_models
 from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, rope_rotation
 from prompt_helpers import stacked, tokenizer_clip
+from user_path import check_swap_through_the_sampler, inverted_image
 from random_models import square_mask, tiny_z_image_model, tiny_z_image_prompt
 from mca_ctrl.mca_attention import engine, invert
 from mca_ctrl.mca_attention.adapters import model_adapter
@@ -22,7 +23,6 @@ from mca_ctrl.mca_attention.run import run_step
 from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.subject_words import SubjectWords
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
-from mca_ctrl.nodes import sampler
 
 STEPS = 4
 LAYERS = 3
@@ -48,9 +48,7 @@ def expected_op(step, key):
 
 
 def inverted(model, seed: int) -> dict:
-    latent = torch.randn(LATENT, generator=torch.Generator().manual_seed(seed))
-    sigmas = invert.schedule_sigmas(model, STEPS, None)
-    return invert.invert_latent(model, latent, tiny_z_image_prompt(0, 6), tiny_z_image_prompt(0, 6), 1.0, sigmas)
+    return inverted_image(model, LATENT, tiny_z_image_prompt(0, 6), seed, STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -210,19 +208,8 @@ def test_swap_and_add_keep_the_background_and_change_the_edit_region(z_image, ta
     """Through the MCA Sampler node at cfg 1 (the Turbo template's): the target equals the condition outside the edit
     mask and differs inside it from the same graph with empty step ranges; rows 0 and 1 end at their clean latents."""
     model, subject, condition = z_image
-    node = sampler.MCASampler()
-    args = (*prompts(), subject, condition, 0, 1.0, True)
-    target, rows, *_ = node.sample(patch_model(model, PRESETS[task], SCHEDULE, SUBJECT_MASK, EDIT_MASK), *args)
-    silent = MCASchedule(sagi_start=0.0, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=0)
-    plain, *_ = node.sample(patch_model(model, PRESETS[task], silent, SUBJECT_MASK, EDIT_MASK), *args)
-    assert target["samples"].shape == LATENT
-    outside = square_mask(8, 1, 5)[0] < 0.5
-    torch.testing.assert_close(target["samples"][0][:, outside], rows["samples"][0][:, outside])
-    inside = ~outside
-    assert float((target["samples"][0][:, inside] - plain["samples"][0][:, inside]).abs().max()) > 1e-3
-    for row, trajectory in ((0, condition), (1, subject)):
-        clean = model.model.process_latent_out(trajectory["mca_trajectory"]["latents"][-1].float())
-        torch.testing.assert_close(rows["samples"][row], clean[0], atol=1e-4, rtol=0)
+    check_swap_through_the_sampler(model, PRESETS[task], SCHEDULE, prompts(), subject, condition, 1.0,
+                                   square_mask(8, 1, 5)[0] < 0.5)
 
 
 def test_the_turbo_preset_at_8_steps_runs_sagi_and_salq(z_image):
