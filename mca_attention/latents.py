@@ -1,6 +1,8 @@
 """Latents as the model's family declares them (``LatentLayout``): checked once where they enter the MCA nodes."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .adapters import latent_layout, min_latent_side, model_family
@@ -10,12 +12,38 @@ def latent_shape_text(channels: int, dims: int) -> str:
     return f"[batch, {channels}, h, w]" if dims == 4 else f"[batch, {channels}, {', '.join(['1'] * (dims - 4))}, h, w]"
 
 
-def as_model_latent(samples: torch.Tensor, model) -> torch.Tensor:
-    """An empty latent as ComfyUI's own samplers take it: a 4-D one (Empty Latent Image, EmptySD3LatentImage) for a
-    family whose latent is 5-D (Qwen-Image) gains its frame axis, as ``comfy.sample.fix_empty_latent_channels``
-    does. Anything else is returned as it is (and checked by ``check_latent``)."""
-    if latent_layout(model).dims == 5 and samples.dim() == 4 and not bool(samples.any()):
-        return samples.unsqueeze(2)
+# What neighbouring nodes attach to a LATENT besides ``samples``, and what the MCA nodes do with it.
+RATIO_KEYS = ("downscale_ratio_spacial", "downscale_ratio_temporal")  # newer Empty Latent Image: honoured
+REFUSED_KEYS = {
+    "noise_mask": "a noise mask (Set Latent Noise Mask, VAE Encode (for Inpainting), InpaintModelConditioning), "
+                  "which would limit the change to a region: MCA keeps the condition outside its edit mask itself. "
+                  "Encode with plain VAE Encode and connect the region as MCA Attention Patch's edit_mask",
+    "batch_index": "batch indices (Latent From Batch, Repeat Latent Batch, Rebatch Latents), which pick each image's "
+                   "noise: MCA draws target j's noise from seed + j. Use the sampler's seed, or a condition batch of "
+                   "several images for several seeds",
+}
+
+
+def model_latent(latent: dict, model, name: str, known: tuple[str, ...] = ()) -> torch.Tensor:
+    """The ``samples`` of a LATENT as the model samples them, every other key honoured or refused by name: an empty
+    latent is made the model's own as ComfyUI's samplers make it (``comfy.sample.fix_empty_latent_channels``:
+    channels, the frame axis of a 5-D family, and on newer ComfyUI the size from ``downscale_ratio_spacial``);
+    ``known`` are keys the caller reads itself (the inversion trajectory)."""
+    for key in latent:
+        if key in REFUSED_KEYS:
+            raise ValueError(f"{name} carries {REFUSED_KEYS[key]}.")
+        if key not in ("samples", *RATIO_KEYS, *known):
+            raise ValueError(f"{name} carries '{key}', which another node attached and MCA does not know what to do "
+                             f"with: connect the latent straight from VAE Encode, Empty Latent Image or MCA DDIM "
+                             f"Invert.")
+    samples = latent["samples"]
+    if not bool(samples.any()):
+        import comfy.sample
+
+        accepted = inspect.signature(comfy.sample.fix_empty_latent_channels).parameters
+        ratios = {key: latent[key] for key in RATIO_KEYS if key in latent and key in accepted}
+        samples = comfy.sample.fix_empty_latent_channels(model, samples, **ratios)
+    check_latent(samples, model, name)
     return samples
 
 

@@ -6,17 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .latents import as_model_latent, check_latent
+from .latents import model_latent
 from .layout import BatchShape
 from .masks import as_single_mask, check_aspect, resize_mask
 from .sampling import RowControl
 from .state import MCAState
-from .trajectory import Trajectory, check_matches_schedule, check_same_source, read_trajectory
+from .trajectory import TRAJECTORY_KEY, Trajectory, check_matches_schedule, check_same_source, read_trajectory
 
 
 def _latent_batch(latent: dict, model, name: str, allow_batch: bool) -> torch.Tensor:
-    samples = as_model_latent(latent["samples"], model)
-    check_latent(samples, model, name)
+    samples = model_latent(latent, model, name, known=(TRAJECTORY_KEY,))
     if samples.shape[0] == 0:
         raise ValueError(f"{name}: the latent batch is empty (batch size 0): give it at least one image.")
     if samples.shape[0] != 1 and not allow_batch:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..mca_attention.invert import invert_latent, schedule_sigmas
+from ..mca_attention.latents import model_latent
 from .common import CATEGORY
 from .progress import sampling_callback
 
@@ -43,9 +44,10 @@ class MCADDIMInvert:
     def invert(self, model, latent, positive, steps, cfg, negative=None, sigmas=None):
         schedule = schedule_sigmas(model, steps, sigmas)
         callback = sampling_callback(model, schedule.numel() - 1)
-        result = invert_latent(model, latent["samples"], positive, negative if negative is not None else positive,
-                               cfg, schedule, callback=callback, disable_pbar=False)
-        return ({**{k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}, **result},)
+        result = invert_latent(model, model_latent(latent, model, "latent"), positive,
+                               negative if negative is not None else positive, cfg, schedule, callback=callback,
+                               disable_pbar=False)
+        return (result,)
 
 
 NODE_CLASS_MAPPINGS = {"MCA_DDIMInvert": MCADDIMInvert}

@@ -137,3 +137,46 @@ def test_a_long_prompt_label_ends_in_an_ellipsis_and_words_stay_whole(pack):
     short = labelled_grid([tile, tile], ["short", "also short"], 2, 128)
     long = labelled_grid([tile, tile], ["short", words], 2, 128)
     assert long.height - short.height == (LABEL_LINES - 1) * 18, "three label lines, not 2,300 px of them"
+
+
+@pytest.mark.parametrize("key, value, node", [
+    ("noise_mask", torch.ones(1, 1, 64, 64), "Set Latent Noise Mask"),
+    ("batch_index", [3], "Latent From Batch"),
+    ("crop_box", (0, 0, 8, 8), "does not know what to do with"),
+])
+def test_latent_keys_from_neighbouring_nodes_are_refused_by_name(sd15, key, value, node):
+    """A LATENT key the core sampler would act on (a noise mask limits the change to a region; batch indices pick the
+    noise) is refused by name on every MCA input that takes a LATENT, with what to use instead; an unknown key too."""
+    from mca_ctrl.nodes.ddim_invert import MCADDIMInvert
+
+    model, subject, condition = sd15
+    mca = patch_model(model, PRESETS[Task.SWAP], MCASchedule(0.0, 0.5, 0.5, 1.0, 0), SUBJECT_MASK, EDIT_MASK)
+    prompts = (tiny_prompt(1), tiny_prompt(2), tiny_prompt(3), tiny_prompt(9))
+    with pytest.raises(ValueError, match=f"condition carries .*{node}"):
+        engine.mca_sample(mca, *prompts, subject, {**condition, key: value}, 0, 5.0)
+    generation = patch_model(model, PRESETS[Task.GENERATION], MCASchedule(0.0, 0.5, 0.5, 1.0, 0), SUBJECT_MASK,
+                             EDIT_MASK)
+    with pytest.raises(ValueError, match=f"condition carries .*{node}"):
+        engine.mca_sample(generation, *prompts, subject, {"samples": torch.zeros(1, 4, 8, 8), key: value}, 0, 5.0)
+    with pytest.raises(ValueError, match=f"latent carries .*{node}"):
+        MCADDIMInvert().invert(model, {"samples": torch.randn(1, 4, 8, 8), key: value}, tiny_prompt(0), 2, 1.0)
+
+
+def test_an_empty_latent_of_another_family_is_made_the_models_own_as_comfyui_does(pack):
+    """Empty Latent Image (4 channels at 1/8; newer ComfyUI says so in downscale_ratio_spacial) given to a Flux.2
+    generation: ComfyUI's samplers turn it into the model's empty latent (128 channels; at 1/16 where the ratio is
+    given), and so does the MCA Sampler, instead of refusing it."""
+    import comfy.sample
+
+    model = random_models.tiny_flux2_model()
+    prompt = random_models.tiny_flux2_prompt
+    sigmas = invert.schedule_sigmas(model, 2, None)
+    subject = invert.invert_latent(model, torch.randn(1, 128, 4, 4, generator=torch.Generator().manual_seed(1)),
+                                   prompt(0), prompt(0), 1.0, sigmas)
+    mca = patch_model(model, PRESETS[Task.GENERATION], MCASchedule(0.0, 0.5, 0.5, 1.0, 0), SUBJECT_MASK, EDIT_MASK)
+    ratio = "downscale_ratio_spacial" in __import__("inspect").signature(comfy.sample.fix_empty_latent_channels).parameters
+    empty = {"samples": torch.zeros(1, 4, 8, 8), **({"downscale_ratio_spacial": 8} if ratio else {})}
+    if not ratio:
+        empty["samples"] = torch.zeros(1, 4, 4, 4)  # ComfyUI 0.3.75 keeps the size: an 8 px-per-cell 32 px image
+    out = engine.mca_sample(mca, prompt(1), prompt(2), prompt(3), prompt(9), subject, empty, 0, 1.0)
+    assert out.rows.shape == (3, 128, 4, 4) and torch.isfinite(out.rows).all()
