@@ -36,6 +36,10 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
 
     ``move_subject`` (RoPE models): SALQ sees the subject's image keys moved onto the edit region.
     """
+    if mca_state(model) is not None:
+        raise ValueError("MCA Attention Patch got a model another MCA Attention Patch already patched: connect the "
+                         "model from its loader (one patch per model; MCA Schedule Sweep gives one patch several "
+                         "schedules).")
     adapter = model_adapter(model)
     if move_subject and not adapter.HAS_POSITIONS:
         raise ValueError(f"subject_position 'edit region' moves RoPE positions, which this {adapter.family} model's "

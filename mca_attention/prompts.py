@@ -185,18 +185,21 @@ def stack_prompts(prompts: list[tuple[torch.Tensor, dict]], names: list[str], ne
         return StackedPrompts([[stacked, merged]], negative, None)
     if len(set(lengths)) == 1:
         return StackedPrompts([[torch.cat(tensors), merged]], negative, None)
+    if text.padded_left_to:  # padded before the tokens as the model pads them: nothing to mask, the negative as it is
+        longest = max(zip(lengths, names))
+        if longest[0] > text.padded_left_to:
+            raise ValueError(f"{longest[1]} encodes to {longest[0]} tokens, more than the {text.padded_left_to} this "
+                             f"model pads shorter prompts to, and the rows' prompts differ in length: shorten it to "
+                             f"at most {text.padded_left_to} tokens so that every row reads its prompt as it would "
+                             f"alone.")
+        stacked = torch.cat([_padded(t, longest[0], left=True) for t in tensors])
+        return StackedPrompts([[stacked, merged]], negative, None)
     uncond = {entry[0].shape[1] for entry in negative}
     if len(uncond) > 1:
         raise ValueError(f"the negative holds prompts of {len(uncond)} different token lengths: connect one plain "
                          f"text encode output as negative.")
     length = text.common_length([*lengths, *uncond])
-    left = text.padded_left_to > 0
-    if left and length > text.padded_left_to:
-        longest = max(zip(lengths, names))
-        raise ValueError(f"{longest[1]} encodes to {longest[0]} tokens, more than the {text.padded_left_to} this model "
-                         f"pads shorter prompts to, and the rows' prompts differ in length: shorten it to at most "
-                         f"{text.padded_left_to} tokens so that every row reads its prompt as it would alone.")
-    stacked = torch.cat([_padded(t, length, left) for t in tensors])
-    padded_negative = [[_padded(tensor, length, left), entry_options] for tensor, entry_options in negative]
-    span = None if left else TextSpan(length, tuple(lengths), tuple(uncond) * len(tensors))
+    stacked = torch.cat([_padded(t, length) for t in tensors])
+    padded_negative = [[_padded(tensor, length), entry_options] for tensor, entry_options in negative]
+    span = TextSpan(length, tuple(lengths), tuple(uncond) * len(tensors))
     return StackedPrompts([[stacked, merged]], padded_negative, span)

@@ -85,9 +85,9 @@ def subject_tokens(clip, target_text: str, subject_words: str, token_indices: st
     """
     key = text.encoder_key
     has_text = clip is not None and bool(target_text.strip())
-    if text.padded_left_to and clip is not None and not has_text:
-        raise ValueError("on this model the subject's tokens are counted from the end of the target prompt: type "
-                         "the target prompt's text in target_text too.")
+    if text.padded_left_to and not has_text:
+        raise ValueError("on this model the subject's tokens are counted from the end of the target prompt: connect "
+                         "the clip input and type the target prompt's text in target_text too.")
     if token_indices.strip():
         if clip is None and key is not None:
             raise ValueError("token_indices on this model need the clip input, to place them in its "

@@ -91,6 +91,9 @@ def test_rows_of_different_lengths_reach_the_model_as_each_prompt_alone(flux2):
     too_long = tiny_flux2_prompt(4, TEXT_TOKENS + 1)
     with pytest.raises(ValueError, match=r"target_prompt encodes to 513 tokens, more than the 512 this model pads"):
         stacked(condition, subject, too_long, text=Flux2Adapter.TEXT)
+    long_negative = tiny_flux2_prompt(5, TEXT_TOKENS + 88)
+    kept = stacked(condition, subject, target, negative=long_negative, text=Flux2Adapter.TEXT)
+    assert kept.negative[0][0] is long_negative[0][0], "the negative keeps its own length (its own forward)"
 
 
 def test_the_encoders_attention_mask_is_left_out_as_flux2_leaves_it_out(flux2):
@@ -187,8 +190,9 @@ def test_subject_words_count_from_the_prompts_end_through_the_chat_template(pack
     assert SubjectWords(clip, text, "sofa").tokens(Flux2Adapter.TEXT) == [-2], "the 'sofa' before [/INST]"
     first = SubjectWords(clip, text, token_indices="1").tokens(Flux2Adapter.TEXT)
     assert ids[first[0]] == ids[ids.index(3) + 1], "index 1 = the first token after [INST]"
-    with pytest.raises(ValueError, match="type the target prompt's text in target_text"):
-        SubjectWords(clip, "", token_indices="1").tokens(Flux2Adapter.TEXT)
+    for without in (SubjectWords(clip, "", token_indices="1"), SubjectWords(None, token_indices="5")):
+        with pytest.raises(ValueError, match="connect the clip input and type the target prompt's text"):
+            without.tokens(Flux2Adapter.TEXT)
 
 
 @pytest.mark.skipif(not has_klein(), reason="this ComfyUI has no Flux.2 klein (0.9.1 and newer do)")

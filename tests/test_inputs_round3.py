@@ -180,3 +180,13 @@ def test_an_empty_latent_of_another_family_is_made_the_models_own_as_comfyui_doe
         empty["samples"] = torch.zeros(1, 4, 4, 4)  # ComfyUI 0.3.75 keeps the size: an 8 px-per-cell 32 px image
     out = engine.mca_sample(mca, prompt(1), prompt(2), prompt(3), prompt(9), subject, empty, 0, 1.0)
     assert out.rows.shape == (3, 128, 4, 4) and torch.isfinite(out.rows).all()
+
+
+def test_a_model_already_mca_patched_is_refused_by_the_patch(sd15):
+    """Two MCA Attention Patch nodes in a row would nest two hooks over one batch (on Z-Image they would count each
+    call twice): the second one says so."""
+    model, _, _ = sd15
+    schedule = MCASchedule(0.0, 0.5, 0.5, 1.0, 0)
+    once = patch_model(model, PRESETS[Task.SWAP], schedule, SUBJECT_MASK, EDIT_MASK)
+    with pytest.raises(ValueError, match="already patched: connect the model from its loader"):
+        patch_model(once, PRESETS[Task.SWAP], schedule, SUBJECT_MASK, EDIT_MASK)

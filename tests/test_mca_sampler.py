@@ -127,8 +127,8 @@ def test_bad_inputs_get_clear_errors(mods, tiny_model):
         call_node(mods, model, subject, inverted(mods, tiny_model, 2, steps=4))
     with pytest.raises(ValueError, match="no inversion trajectory.*MCA DDIM Invert"):
         call_node(mods, model, {"samples": subject["samples"]}, condition)
-    with pytest.raises(ValueError, match="4-channel latent"):
-        call_node(mods, model, subject, {"samples": torch.zeros(1, 16, 8, 8)})
+    with pytest.raises(ValueError, match="4-channel latent"):  # an empty one is made the model's own, as ComfyUI does
+        call_node(mods, model, subject, {"samples": torch.ones(1, 16, 8, 8)})
     with pytest.raises(ValueError, match="one plain prompt per row"):
         call_node(mods, model, subject, condition, prompt_set=(tiny_prompt(1) + tiny_prompt(2), *prompts()[1:]))
 

@@ -58,16 +58,18 @@ def server_folders(url: str) -> dict[str, Path]:
 
 def clean_up(made: ServerFiles, removed: set | None = None) -> str:
     """Removes the run's files from the server's folders where they are on this machine; returns the line to print
-    ("" when the run made nothing there). ``removed``, shared by the run's servers, holds the paths already removed
-    (two servers on one ComfyUI folder, the multi-GPU set-up): those count as removed, not as left."""
+    ("" when the run made nothing there). ``removed``, shared by the run's servers, holds the files already removed
+    (two servers on one ComfyUI folder, the multi-GPU set-up): those count as removed, not as left, where the server
+    names that folder on its command line (a folder merely guessed may be another machine's)."""
     removed = set() if removed is None else removed
     if not made.files:
         return ""
     named = server_folders(made.url)
     comfy_dir = tool_module("comfy_server").COMFY_DIR
     local = {kind: named.get(kind, comfy_dir / kind) for kind in KINDS}
+    shared = {kind: removed if kind in named else set() for kind in KINDS}  # a folder the server itself names
     left = ServerFiles(made.url, {key: digest for key, digest in made.files.items()
-                                  if not _remove(local[key[0]], key[1], digest, removed)})
+                                  if not _remove(local[key[0]], key[1], digest, shared[key[0]])})
     if not left.files:
         return (f"cleaned up {made.url}: removed {made.count('input')} upload(s) from {local['input']} and "
                 f"{made.count('output')} image(s) from {local['output']}")
@@ -86,7 +88,7 @@ def _remove(folder: Path, relative: str, digest: str, removed: set) -> bool:
     """Deletes ``folder/relative`` if it holds exactly the recorded content, then its emptied parent folders; True
     when it is gone now (or was removed earlier in this cleanup, through another server)."""
     path = folder / relative
-    if path in removed:
+    if (path, digest) in removed:
         return True
     try:
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
@@ -94,7 +96,7 @@ def _remove(folder: Path, relative: str, digest: str, removed: set) -> bool:
         path.unlink()
     except OSError:
         return False
-    removed.add(path)
+    removed.add((path, digest))
     for parent in path.parents:
         if parent == folder:
             break

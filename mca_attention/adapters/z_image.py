@@ -77,8 +77,9 @@ class ZImageAttention(JointAttention):
     def prepared(self, args: tuple, tokens: TokenLayout, current: RunStep | None, cond_or_uncond: list) -> tuple:
         """q and k with each padded row's tokens at the positions they have in its prompt alone (see
         ``as_alone``); unchanged when no prompt was padded."""
-        if current is None or current.run.text is None:
-            return args
+        if current is None or current.run.text is None or args[0].shape[0] != len(cond_or_uncond) * len(
+                current.run.text.cond):
+            return args  # no prompt padded, or not the run's rows (``hook.text_keys`` refuses those clearly)
         cache = self.state.run_cache(current.run)
         key = ("as alone", tokens, tuple(cond_or_uncond), str(args[0].device))
         if key not in cache.rotations:  # once per run, call kind and chunk list
