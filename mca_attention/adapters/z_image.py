@@ -88,7 +88,16 @@ class ZImageAttention(JointAttention):
             ids[..., 0] = offsets.to(ids.device)
             cache.rotations[key] = self.pe_embedder(ids)  # [rows, 1, tokens, dim/2, 2, 2]
         rotation = cache.rotations[key]
-        return (rotate(args[0], rotation), rotate(args[1], rotation), *args[2:])
+        length = args[0].shape[2]
+        context = [part for part in (slice(0, tokens.text), slice(length - tokens.tail, length))
+                   if part.stop > part.start]  # the caption and the image's pad tokens: the grid never turns
+        turned = []
+        for x in args[:2]:
+            x = x.clone()
+            for part in context:
+                x[:, :, part] = rotate(x[:, :, part], rotation[:, :, part])
+            turned.append(x)
+        return (*turned, *args[2:])
 
 
 def as_alone(span: TextSpan, cond_or_uncond: list, tokens: TokenLayout, model_length) -> torch.Tensor:
