@@ -190,3 +190,28 @@ def test_a_model_already_mca_patched_is_refused_by_the_patch(sd15):
     once = patch_model(model, PRESETS[Task.SWAP], schedule, SUBJECT_MASK, EDIT_MASK)
     with pytest.raises(ValueError, match="already patched: connect the model from its loader"):
         patch_model(once, PRESETS[Task.SWAP], schedule, SUBJECT_MASK, EDIT_MASK)
+
+
+def test_a_big_run_leaves_nothing_of_the_pack_behind(sd15):
+    """Issue 25, memory after a big run: after 60 targets in one pass no run object or run cache of the pack is alive
+    and the patched model's settings hold no tensor beyond its masks; what the process keeps is the allocator's
+    (README, "Memory after a run")."""
+    import gc
+
+    from mca_ctrl.mca_attention.comfy_patch import mca_state
+    from mca_ctrl.mca_attention.run import MCARun, RunCache
+
+    model, subject, condition = sd15
+    schedules = [MCASchedule(0.0, 0.3 + 0.001 * i, 0.3, 1.0, 9) for i in range(60)]
+    mca = patch_model(model, PRESETS[Task.SWAP], schedules, SUBJECT_MASK, EDIT_MASK,
+                      labels=[f"cell {i}" for i in range(60)])
+    out = engine.mca_sample(mca, tiny_prompt(1), tiny_prompt(2), tiny_prompt(3), tiny_prompt(9), subject, condition,
+                            0, 5.0, targets_per_pass=60)
+    assert out.targets.shape[0] == 60
+    del out
+    gc.collect()
+    alive = [o for o in gc.get_objects() if type(o) in (MCARun, RunCache)]
+    assert not alive, f"{len(alive)} run objects survive the run"
+    state = mca_state(mca)
+    held = {name: value for name, value in vars(state).items() if isinstance(value, torch.Tensor)}
+    assert set(held) <= {"subject_mask", "edit_mask", "target_text_cond"}, set(held)
