@@ -43,8 +43,8 @@ def patched_state(model) -> MCAState:
 SEED_UNUSED = ("MCA Sampler: seed {seed} changes nothing in swap/add: the target starts from the inverted condition "
                "image, so every seed gives the same image (only generation draws noise from the seed).")
 DISTILLED_CFG = ("MCA Sampler: this {family} model is guidance-distilled: it samples at cfg 1 (its guidance rides on "
-                 "the prompts: FluxGuidance), and cfg {cfg:g} runs every row twice (twice the time) for a result it was "
-                 "not trained for. Set cfg to 1.")
+                 "the prompts: FluxGuidance), and cfg {cfg:g} runs every row twice (twice the time) for a result it "
+                 "was not trained for. Set cfg to 1.")
 
 
 def tell(state: MCAState, key: str, message: str) -> None:

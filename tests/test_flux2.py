@@ -8,10 +8,9 @@ import pytest
 import torch
 
 import random_models
-from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, recording_override
 from prompt_helpers import mistral_tokenizer, stacked, tokenizer_clip
-from user_path import check_swap_through_the_sampler, inverted_image
+from user_path import check_swap_through_the_sampler, inverted_image, recorded_swap
 from random_models import has_klein, square_mask, tiny_flux2_model, tiny_flux2_prompt
 from mca_ctrl.mca_attention import engine, invert
 from mca_ctrl.mca_attention.adapters import model_adapter
@@ -118,13 +117,8 @@ def test_recorded_calls_match_the_dense_joint_formula(flux2, monkeypatch, mode):
     """Every block's call of a real swap run (cfg 1 with FluxGuidance as ComfyUI's dev template, or real CFG
     batched and split), prompts of four lengths: each call holds 512 text tokens and equals the dense formula."""
     model, subject, condition = flux2
-    if mode == "cfg split":
-        split_cond_uncond(monkeypatch)
-    calls: list = []
-    mca = patch_model(model, PRESETS[Task.SWAP], SCHEDULE, SUBJECT_MASK, EDIT_MASK)
-    cfg = 1.0 if mode == "cfg 1" else 4.0
-    engine.mca_sample(recording_override(mca, calls, lambda size: token_grid(size, 1)), *prompts(), subject,
-                      condition, 0, cfg)
+    calls = recorded_swap(model, SCHEDULE, prompts(), subject, condition, mode, monkeypatch,
+                          lambda mca, calls: recording_override(mca, calls, lambda size: token_grid(size, 1)))
     assert len(calls) == STEPS * SITES * (2 if mode == "cfg split" else 1)
     assert {call["text_tokens"] for call in calls} == {TEXT_TOKENS} and {call["grid"] for call in calls} == {(4, 4)}
     assert {len(call["cond_or_uncond"]) for call in calls} == ({2} if mode == "cfg batched" else {1})

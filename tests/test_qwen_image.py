@@ -7,9 +7,8 @@ import pytest
 import torch
 
 import random_models
-from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, recording_override
-from user_path import check_swap_through_the_sampler, inverted_image
+from user_path import check_swap_through_the_sampler, inverted_image, recorded_swap
 from random_models import square_mask, tiny_qwen_image_model, tiny_qwen_prompt
 from prompt_helpers import tokenizer_clip
 from mca_ctrl.mca_attention import engine, invert
@@ -66,13 +65,8 @@ def test_recorded_calls_match_the_dense_joint_formula_with_prompts_of_four_lengt
     """Every block's call of a real swap run (real CFG at 4 as ComfyUI's template, or cfg 1), the rows padded to 14
     text tokens: each equals the dense formula with each row's padding out of every key set."""
     model, subject, condition = qwen
-    if mode == "cfg split":
-        split_cond_uncond(monkeypatch)
-    calls: list = []
-    mca = patch_model(model, PRESETS[Task.SWAP], SCHEDULE, SUBJECT_MASK, EDIT_MASK)
-    cfg = 1.0 if mode == "cfg 1" else 4.0
-    engine.mca_sample(recording_override(mca, calls, lambda size: token_grid(size, 2)), *prompts(), subject,
-                      condition, 0, cfg)
+    calls = recorded_swap(model, SCHEDULE, prompts(), subject, condition, mode, monkeypatch,
+                          lambda mca, calls: recording_override(mca, calls, lambda size: token_grid(size, 2)))
     assert calls and {call["text_tokens"] for call in calls} == {14} and {call["grid"] for call in calls} == {(4, 4)}
     assert {len(call["cond_or_uncond"]) for call in calls} == ({2} if mode == "cfg batched" else {1})
     lengths = {0: (LENGTHS["condition"], LENGTHS["subject"], LENGTHS["target"]), 1: (LENGTHS["negative"],) * 3}
@@ -138,7 +132,8 @@ def test_subject_words_count_from_the_first_text_token_after_the_chat_template(p
     assert dog == [4] and ids[prefix + 4] == spelled[0], "the 5th text token is ' dog'"
     assert SubjectWords(clip, text, token_indices="1, 2").tokens(QwenImageAdapter.TEXT) == [0, 1]
     assert SubjectWords(clip, text, "sofa").tokens(QwenImageAdapter.TEXT) == [7]
-    assert SubjectWords(None, token_indices="1, 2").tokens(TextFacts()) == [1, 2], "a UNet without clip: after CLIP's start"
+    unet = SubjectWords(None, token_indices="1, 2").tokens(TextFacts())
+    assert unet == [1, 2], "a UNet without clip: after CLIP's start"
 
 
 def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_it(qwen):
@@ -146,7 +141,8 @@ def test_generation_derives_its_region_from_the_subject_word_and_the_word_moves_
     empty = {"samples": torch.zeros(LATENT)}
     masks = []
     for tokens in ([2, 3], [8, 9]):
-        mca = patch_model(model, PRESETS[Task.GENERATION], model_adapter(model).preset_schedule(PRESETS[Task.GENERATION]),
+        preset = model_adapter(model).preset_schedule(PRESETS[Task.GENERATION])
+        mca = patch_model(model, PRESETS[Task.GENERATION], preset,
                           SUBJECT_MASK, None, subject=tokens)
         out = engine.mca_sample(mca, *prompts(), subject, empty, 7, 4.0)
         edit = out.edit_masks[0]

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 import random_models
-from comfy_host import split_cond_uncond
 from dense_reference import check_joint_calls, rope_rotation
 from prompt_helpers import stacked, tokenizer_clip
-from user_path import check_swap_through_the_sampler, inverted_image
+from user_path import check_swap_through_the_sampler, inverted_image, recorded_swap
 from random_models import square_mask, tiny_z_image_model, tiny_z_image_prompt
 from mca_ctrl.mca_attention import engine, invert
 from mca_ctrl.mca_attention.adapters import model_adapter
@@ -152,12 +151,8 @@ def test_recorded_calls_refiners_ordinary_and_main_layers_the_dense_joint_formul
     its zero padding and the pads it would not have alone masked), the main layers equal the dense formula with the
     16 image pad tokens as each row's context."""
     model, subject, condition = z_image
-    if mode == "cfg split":
-        split_cond_uncond(monkeypatch)
-    calls: list = []
-    mca = patch_model(model, PRESETS[Task.SWAP], SCHEDULE, SUBJECT_MASK, EDIT_MASK)
-    cfg = 1.0 if mode == "cfg 1" else 4.0
-    engine.mca_sample(recording(mca, calls), *prompts(), subject, condition, 0, cfg)
+    calls = recorded_swap(model, SCHEDULE, prompts(), subject, condition, mode, monkeypatch,
+                          recording)
     forwards = STEPS * (2 if mode == "cfg split" else 1)
     assert len(calls) == forwards * (sum(REFINERS) + LAYERS)
     lengths = {call["index"]: call["q"].shape[2] for call in calls}

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from mca_ctrl.mca_attention import invert
+from comfy_host import split_cond_uncond
+from mca_ctrl.mca_attention import engine, invert
 from mca_ctrl.mca_attention.comfy_patch import mca_state, patch_model
 from mca_ctrl.mca_attention.schedule import MCASchedule
+from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.nodes import attention_patch, sampler
 from random_models import square_mask
 
@@ -52,3 +54,15 @@ def check_swap_through_the_sampler(model, preset, schedule, prompts: tuple, subj
     for row, trajectory in ((0, condition), (1, subject)):
         clean = model.model.process_latent_out(trajectory["mca_trajectory"]["latents"][-1].float())
         torch.testing.assert_close(rows["samples"][row], clean[0], atol=1e-4, rtol=0)
+
+
+def recorded_swap(model, schedule, prompts: tuple, subject: dict, condition: dict, mode: str, monkeypatch,
+                  recorder) -> list:
+    """The attention calls ``recorder(patched, calls)`` records in one real swap run under ``schedule``: ``mode`` is
+    "cfg 1" (one chunk), "cfg batched" (cfg 4, cond and uncond in one call) or "cfg split" (cfg 4, one call each)."""
+    if mode == "cfg split":
+        split_cond_uncond(monkeypatch)
+    calls: list = []
+    patched = patch_model(model, PRESETS[Task.SWAP], schedule, SUBJECT_MASK, EDIT_MASK)
+    engine.mca_sample(recorder(patched, calls), *prompts, subject, condition, 0, 1.0 if mode == "cfg 1" else 4.0)
+    return calls
