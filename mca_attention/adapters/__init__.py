@@ -61,9 +61,13 @@ def model_family(model) -> str:
 
 
 def adapter_class(model) -> type[ModelAdapter] | None:
-    """The adapter class whose architecture ``model``'s diffusion model has, or None."""
+    """The adapter class whose architecture ``model``'s diffusion model has and that serves its family (Flux.2 runs
+    Flux.1's classes: its config decides), else the first whose architecture matches (to refuse the family by name),
+    or None."""
     diffusion_model = model.get_model_object("diffusion_model")
-    return next((adapter for adapter in ADAPTERS if adapter.matches(diffusion_model)), None)
+    config = type(model.model.model_config).__name__
+    matching = [adapter for adapter in ADAPTERS if adapter.matches(diffusion_model)]
+    return next((adapter for adapter in matching if adapter.serves(config)), matching[0] if matching else None)
 
 
 def latent_layout(model) -> LatentLayout:

@@ -198,8 +198,6 @@ class MMDiTAdapter(ModelAdapter):
         from comfy.ldm.chroma.model import Chroma
         from comfy.ldm.flux.model import Flux
 
-        if isinstance(diffusion_model, Flux) and getattr(diffusion_model.params, "global_modulation", False):
-            return False  # Flux.2 (its own adapter)
         return isinstance(diffusion_model, (Flux, Chroma))
 
     def find_sites(self) -> list[Site]:
