@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .adapters import model_adapter, model_source
+from .adapters import model_adapter
 from .resolve import ScheduleRequest, given_schedules, resolve_schedules
 from .schedule import MCASchedule
 from .state import MCAState, checked_mask
@@ -83,7 +83,6 @@ def patch_model(model, preset: TaskPreset, schedule: ScheduleRequest | MCASchedu
         target_text_cond=target_text_cond,
         text=adapter.TEXT,
         distilled=adapter.guidance_distilled(),
-        source=model_source(model),
         text_width=adapter.text_width(),
         pooled_width=adapter.pooled_width(),
         move_subject=move_subject,

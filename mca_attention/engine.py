@@ -20,6 +20,7 @@ from .batch import SamplingPass, TargetCell, TargetPlan, pass_rows, plan_targets
 from .comfy_patch import MCAState, mca_state
 from .layout import BatchShape
 from .masks import resize_mask
+from .neighbours import check_neighbours
 from .prompts import PROMPT_NAMES, check_prompt_fits, check_target_prompt, prompt_label, single_prompt, \
     stack_prompts, target_prompts
 from .rows import SharedRows, shared_rows
@@ -47,13 +48,16 @@ DISTILLED_CFG = ("MCA Sampler: this {family} model is guidance-distilled: it sam
                  "was not trained for. Set cfg to 1.")
 
 
-def tell(state: MCAState, key: str, message: str) -> None:
-    """``message`` in the log and on the node, once per patched model."""
-    if state.warn_once(key, message):
-        tell_the_ui(message)
+UI_CELLS = 6  # schedule lines shown on the node; the log has every cell's table
 
 
-def warn_alike(state: MCAState, tables: dict, steps: int) -> None:
+def tell(state: MCAState, key: str, message: str, said: list[str]) -> None:
+    """``message`` in the log (once per patched model) and in this run's text on the node."""
+    state.warn_once(key, message)
+    said.append(message)
+
+
+def warn_alike(state: MCAState, tables: dict, steps: int, said: list[str]) -> None:
     """Say which sweep cells resolve to one step x site table at this step count (their targets are the same)."""
     groups: dict = {}
     for index, table in tables.items():
@@ -61,21 +65,27 @@ def warn_alike(state: MCAState, tables: dict, steps: int) -> None:
     for labels in (labels for labels in groups.values() if len(labels) > 1):
         tell(state, f"alike {steps} {labels}", f"MCA Sampler: the sweep cells {' and '.join(labels)} run SAGI and "
                                               f"SALQ at the same steps and sites at {steps} steps, so their targets "
-                                              f"are the same image: use more steps, or values further apart.")
+                                              f"are the same image: use more steps, or values further apart.", said)
 
 
-def log_schedule(state: MCAState, table: list, label: str = "") -> None:
-    """The step x site table and a one-line summary in the log; a warning when neither SAGI nor SALQ runs."""
+def log_schedule(state: MCAState, table: list, label: str, said: list[str]) -> None:
+    """The step x site table and a one-line summary in the log; the summary (up to ``UI_CELLS`` cells) on the
+    node; a warning when neither SAGI nor SALQ runs."""
     summary = describe_run(table)
     cell = f" [{label}]" if label else ""
     logger.info("MCA on %s%s, %d steps x %d sites: %s. One line per step, one character per site (G = SAGI, "
                 "L = SALQ, . = ordinary):\n%s", state.family, cell, len(table), state.num_sites, summary,
                 format_table(table))
+    shown = sum(line.startswith("MCA on ") for line in said)
+    if shown < UI_CELLS:
+        said.append(f"MCA on {state.family}{cell}, {len(table)} steps x {state.num_sites} sites: {summary}")
+    elif shown == UI_CELLS:
+        said.append(f"MCA on ... {len(state.labels) - UI_CELLS} more cells: every table is in the log")
     if not any(op is not Op.NONE for row in table for op in row):
         message = (f"MCA Sampler{cell}: no SAGI and no SALQ step runs under this schedule ({summary}): the result "
                    f"is a plain image. Widen the step ranges on MCA Attention Patch or use more steps.")
         logger.warning(message)
-        tell_the_ui(message)
+        said.append(message)
 
 
 @dataclass
@@ -119,6 +129,7 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     ``make_callback(steps)``, when given, returns the per-step callback (progress, preview, Cancel).
     """
     state = patched_state(model)
+    check_neighbours(model, state, condition_prompt, subject_prompt, target_prompt, negative)
     if not (local_blend and state.preset.local_blend):
         blend_mask = None
     elif blend_mask is None:
@@ -136,22 +147,26 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     seeded = shared.condition is None
     cells = target_cells(seed, list(state.labels), [prompt_label(o, i) for i, (_, o) in enumerate(prompts)],
                          shared.seeds, seeded)
-    if not seeded:
-        tell(state, f"seed {seed}", SEED_UNUSED.format(seed=seed))
-    if cfg > 1 and state.distilled:
-        tell(state, f"cfg {cfg}", DISTILLED_CFG.format(family=state.family, cfg=cfg))
-    single = shared.single
-    per_pass = targets_per_pass or fitting_targets(model, single.shape, len(cells), seeded)
-    plan = plan_targets(cells, per_pass, seeded)
-    if len(plan.passes) > 1:
-        logger.info("MCA Sampler: %d targets in %d passes of at most %d (each pass holds the shared rows again)%s.",
-                    len(cells), len(plan.passes), per_pass, "" if targets_per_pass else
-                    ": ComfyUI's free-memory estimate does not fit them all in one batch")
+    said: list[str] = []  # this run's text on the node: the schedule, the pass split, the warnings
     steps = shared.sigmas.numel() - 1
     tables = state.tables(steps, [cell.schedule for cell in cells])
     for index, table in tables.items():
-        log_schedule(state, table, state.labels[index])
-    warn_alike(state, tables, steps)
+        log_schedule(state, table, state.labels[index], said)
+    if not seeded:
+        tell(state, f"seed {seed}", SEED_UNUSED.format(seed=seed), said)
+    if cfg > 1 and state.distilled:
+        tell(state, f"cfg {cfg}", DISTILLED_CFG.format(family=state.family, cfg=cfg), said)
+    single = shared.single
+    per_pass = targets_per_pass or fitting_targets(model, single.shape, len(cells), seeded)
+    plan = plan_targets(cells, per_pass, seeded)
+    said.append(f"MCA Sampler: {len(cells)} target{'s' * (len(cells) != 1)} in one pass")
+    if len(plan.passes) > 1:
+        said[-1] = (f"MCA Sampler: {len(cells)} targets in {len(plan.passes)} passes of at most {per_pass} (each "
+                    f"pass holds the shared rows again)" + ("" if targets_per_pass else ": ComfyUI's free-memory "
+                                                            "estimate does not fit them all in one batch"))
+        logger.info("%s.", said[-1])
+    warn_alike(state, tables, steps, said)
+    tell_the_ui("\n".join(said))
     callback = None if make_callback is None else make_callback(steps * len(plan.passes))
     request = PassRequest(model, state, shared, cells, tables, prompts, names,
                           single_prompt(condition_prompt, PROMPT_NAMES[0]),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .adapters import model_source
 from .latents import model_latent
 from .layout import BatchShape
 from .masks import as_single_mask, check_aspect, resize_mask
@@ -73,7 +74,8 @@ def shared_rows(model, state: MCAState, subject: dict, condition: dict, sigmas: 
     subject_trajectory = read_trajectory(subject)
     if subject_trajectory is None:
         raise ValueError("the subject LATENT carries no inversion trajectory: connect it from MCA DDIM Invert.")
-    check_same_source(subject_trajectory, state.source, "the subject")
+    source = model_source(model)  # the Sampler's model as it arrives: a ModelSampling node after the patch counts
+    check_same_source(subject_trajectory, source, "the subject")
     schedule = sampling_schedule(subject_trajectory, sigmas)
     condition_trajectory = read_trajectory(condition)
     if condition_trajectory is None and state.preset.needs_condition_image:
@@ -84,7 +86,7 @@ def shared_rows(model, state: MCAState, subject: dict, condition: dict, sigmas: 
         )
     pinned_condition = None
     if condition_trajectory is not None:
-        check_same_source(condition_trajectory, state.source, "the condition")
+        check_same_source(condition_trajectory, source, "the condition")
         check_matches_schedule(condition_trajectory, schedule, "condition", "the subject")
         if condition_trajectory.latents.shape[1] != 1:
             raise ValueError(f"condition: the inversion holds {condition_trajectory.latents.shape[1]} images; MCA "

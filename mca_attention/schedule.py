@@ -23,6 +23,13 @@ def fraction_to_step(fraction: float, total_steps: int) -> int:
     return int(math.floor(fraction * total_steps + 1e-6))
 
 
+def check_order(op: str, start: float, end: float) -> None:
+    """Refuse a step range that starts after it ends (``op`` is "sagi" or "salq")."""
+    if start > end:
+        raise ValueError(f"{op}_start ({start:g}) is after {op}_end ({end:g}): {op.upper()} would never run. "
+                         f"Set {op}_start <= {op}_end (equal values switch {op.upper()} off).")
+
+
 @dataclass(frozen=True)
 class MCASchedule:
     """S_GI, E_GI, S_LQ, E_LQ as fractions of the steps; Layer_LQ as a site index.
@@ -44,10 +51,7 @@ class MCASchedule:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a fraction of the steps and must lie in 0..1, got {value}")
         for op in ("sagi", "salq"):
-            start, end = getattr(self, f"{op}_start"), getattr(self, f"{op}_end")
-            if start > end:
-                raise ValueError(f"{op}_start ({start:g}) is after {op}_end ({end:g}): {op.upper()} would never run. "
-                                 f"Set {op}_start <= {op}_end (equal values switch {op.upper()} off).")
+            check_order(op, getattr(self, f"{op}_start"), getattr(self, f"{op}_end"))
         if self.salq_first_site is not None and self.salq_first_site < 0:
             raise ValueError(f"salq_first_site must be 0 or more, got {self.salq_first_site}")
 

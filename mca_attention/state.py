@@ -62,7 +62,6 @@ class MCAState:
     target_text_cond: torch.Tensor | None = None  # generation: the encoded text the subject tokens index into
     text: TextFacts = TextFacts(repeats_short_prompts=True)  # the family's text rule (``ModelAdapter.TEXT``)
     distilled: bool = False  # the model samples at cfg 1 (``ModelAdapter.guidance_distilled``)
-    source: dict | None = None  # the model's family, latent format and sampling type (inversions must match)
     text_width: int | None = None  # the width of the text tokens the model reads
     pooled_width: int | None = None  # the pooled text vector it needs: its width, 0 = unknown width, None = none
     move_subject: bool = False  # RoPE models: SALQ sees the subject's keys moved onto the edit region

@@ -60,13 +60,25 @@ def _text_ids(clip, text: str, encoder_key: str | None) -> list[int]:
     return body[:body.index(end)] if end in body else body
 
 
-def _parse_indices(token_indices: str, text_tokens: int | None) -> list[int]:
+def index_list(token_indices: str) -> list[int]:
+    """The positions in ``token_indices`` (comma-separated, 1-based); refused unless whole numbers from 1. Needs
+    no model: the node checks it when the prompt is queued."""
     try:
         indices = [int(part) for part in token_indices.replace(" ", "").split(",") if part]
     except ValueError:
         raise ValueError(f"token_indices must be whole numbers separated by commas, got '{token_indices}'") from None
+    wrong = [i for i in indices if i < 1]
+    if wrong:
+        raise ValueError(f"token_indices {wrong} are outside 1..: 1 = the first word's first token (0 is the start "
+                         f"token).")
+    return indices
+
+
+def parse_indices(token_indices: str, text_tokens: int | None = None) -> list[int]:
+    """The 1-based token positions in ``token_indices``; refused when not whole numbers in 1..the prompt's tokens."""
+    indices = index_list(token_indices)
     last = MAX_TEXT_TOKENS if text_tokens is None else text_tokens
-    wrong = [i for i in indices if not 1 <= i <= last]
+    wrong = [i for i in indices if i > last]
     if wrong:
         where = ("the target prompt has" if text_tokens is not None else "a prompt has at most")
         raise ValueError(f"token_indices {wrong} are outside 1..{last}: {where} {last} text tokens "
@@ -92,7 +104,7 @@ def subject_tokens(clip, target_text: str, subject_words: str, token_indices: st
         if clip is None and key is not None:
             raise ValueError("token_indices on this model need the clip input, to place them in its "
                              f"{key} tokens: connect the CLIP that encodes the target prompt.")
-        indices = _parse_indices(token_indices, len(_text_ids(clip, target_text, key)) if has_text else None)
+        indices = parse_indices(token_indices, len(_text_ids(clip, target_text, key)) if has_text else None)
         if clip is None:
             return indices  # a UNet's CLIP without the tokenizer at hand: one start token, so index 1 is position 1
         start = 0 if text.cuts_prefix else _start_tokens(clip, key)

@@ -46,17 +46,21 @@ def parse_axis(setting: str, text: str) -> SweepAxis:
     if repeated:
         raise ValueError(f"the {setting} sweep repeats {', '.join(f'{v:g}' for v in repeated)}: each value makes a "
                          f"cell, so a repeat only samples the same target twice; remove it")
+    check_values(setting, values, "the sweep has")
+    return SweepAxis(setting, tuple(int(v) for v in values) if setting == SITE_INDEX else values)
+
+
+def check_values(setting: str, values: tuple[float, ...], where: str) -> None:
+    """Refuse values out of ``setting``'s range: fractions 0..1, site indices whole numbers from 0; -1 (the
+    preset's value) in both. ``where`` introduces the wrong values in the message ("the sweep has")."""
     if setting == SITE_INDEX:
         wrong = [value for value in values if value != int(value) or (value < 0 and value != PRESET)]
-        if wrong:
-            raise ValueError(f"{SITE_INDEX} values are site indices (whole numbers from 0, or -1 for the preset), "
-                             f"got {', '.join(f'{v:g}' for v in wrong)}")
-        return SweepAxis(setting, tuple(int(v) for v in values))
-    wrong = [value for value in values if not 0 <= value <= 1 and value != PRESET]
+        rule = f"{SITE_INDEX} is a site index (a whole number from 0, or -1 for the preset's value)"
+    else:
+        wrong = [value for value in values if not 0 <= value <= 1 and value != PRESET]
+        rule = f"{setting} is a fraction (0..1, or -1 for the preset's value)"
     if wrong:
-        raise ValueError(f"{setting} is a fraction (0..1, or -1 for the preset's value); the sweep has "
-                         f"{', '.join(f'{v:g}' for v in wrong)}")
-    return SweepAxis(setting, values)
+        raise ValueError(f"{rule}; {where} {', '.join(f'{v:g}' for v in wrong)}")
 
 
 def _is_number(text: str) -> bool:

@@ -51,6 +51,12 @@ def check_same_source(trajectory: Trajectory, source: dict, name: str) -> None:
     made = trajectory.source
     if made is None or made == source:
         return
+    if {**made, "settings": None} == {**source, "settings": None}:
+        raise ValueError(
+            f"{name} was inverted with the model's noise settings at {made['settings']}, but the MCA Sampler's model "
+            f"has {source['settings']} (a ModelSampling node on one path only): the rows would be denoised on "
+            f"another noise scale than they were inverted on. Put the same ModelSampling node before both MCA DDIM "
+            f"Invert and MCA Attention Patch, or before neither.")
     raise ValueError(
         f"{name} was inverted by a {made['family']} model ({made['latent_format']} latents, {made['sampling']} "
         f"sampling) but the MCA Sampler's model is {source['family']} ({source['latent_format']} latents, "

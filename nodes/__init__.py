@@ -1,8 +1,11 @@
-"""ComfyUI node adapters: inputs, outputs, one call into ``mca_attention`` / ``slm`` each."""
-from . import attention_patch, batch_nodes, ddim_invert, sampler, slm_nodes
+"""ComfyUI node adapters (V3 schema): inputs, outputs, one call into ``mca_attention`` / ``slm`` each."""
+from .attention_patch import MCAAttentionPatch
+from .batch_nodes import MCAGrid, MCAScheduleSweep, MCATargetPrompts
+from .common import io
+from .ddim_invert import MCADDIMInvert
+from .sampler import MCASampler
+from .slm_nodes import MCAGroundingDINOLoader, MCASAMLoader, MCASLMMask
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-for _module in (attention_patch, batch_nodes, ddim_invert, sampler, slm_nodes):
-    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
-    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+NODES: list[type[io.ComfyNode]] = [MCAAttentionPatch, MCASampler, MCADDIMInvert, MCAScheduleSweep, MCATargetPrompts,
+                                   MCAGrid, MCASAMLoader, MCAGroundingDINOLoader, MCASLMMask]
+NODE_CLASS_MAPPINGS = {node.GET_SCHEMA().node_id: node for node in NODES}  # by id, for scripts and tests

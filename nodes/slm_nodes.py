@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 import comfy.model_management
+import comfy.utils
 import folder_paths
 
 from contextlib import ExitStack
@@ -17,7 +18,7 @@ from ..model_files import GROUNDING_DINO, SAM
 from ..slm import build_grounding_dino, build_sam, detect, dilate, load_state_dict, segment_boxes, union
 from ..slm.bert_compat import bert_vocab_dir
 from ..slm.preview import draw_detections
-from .common import CATEGORY
+from .common import CATEGORY, DINO_MODEL, SAM_MODEL, io, schema
 
 SAM_FOLDER, DINO_FOLDER, BERT_FOLDER = SAM.folder, GROUNDING_DINO.folder, "bert-base-uncased"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -75,43 +76,47 @@ class SLMModel:
         self.module.to(comfy.model_management.unet_offload_device())
 
 
-def loader_inputs(folder: str, expected: str) -> dict:
-    return {"required": {
-        "model_name": (weight_files(folder), {"tooltip": f"From models/{folder}: {expected}."}),
-        "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: the GPU while running, offloaded after."}),
-    }}
+def loader_inputs(folder: str, expected: str) -> list:
+    return [
+        io.Combo.Input("model_name", options=weight_files(folder), tooltip=f"From models/{folder}: {expected}."),
+        io.Combo.Input("device", options=["auto", "cpu"], default="auto",
+                       tooltip="auto: the GPU while running, offloaded after."),
+    ]
 
 
-class MCASAMLoader:
-    DESCRIPTION = "Loads a segment-anything (SAM) checkpoint from models/sams (vit_b / vit_l / vit_h)."
-    CATEGORY = f"{CATEGORY}/SLM"
-    FUNCTION = "load"
-    RETURN_TYPES = ("MCA_SAM_MODEL",)
-    OUTPUT_TOOLTIPS = ("The SAM model, for MCA SLM Mask's sam_model (it segments inside the boxes DINO finds).",)
+class MCASAMLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            node_id="MCA_SAMLoader", display_name="MCA SAM Loader", category=f"{CATEGORY}/SLM",
+            search_aliases=["segment anything", "sam loader"],
+            description="Loads a segment-anything (SAM) checkpoint from models/sams (vit_b / vit_l / vit_h).",
+            inputs=loader_inputs(SAM_FOLDER, SAM_FILES),
+            outputs=[SAM_MODEL.Output(tooltip="The SAM model, for MCA SLM Mask's sam_model (it segments inside the "
+                                              "boxes DINO finds).")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return loader_inputs(SAM_FOLDER, SAM_FILES)
-
-    def load(self, model_name, device):
+    def execute(cls, model_name, device) -> io.NodeOutput:
         path = resolve(SAM_FOLDER, model_name, SAM_FILES)
-        return (SLMModel(build_from_file(path, "segment-anything (SAM)", SAM_FILES, build_sam), device),)
+        return io.NodeOutput(SLMModel(build_from_file(path, "segment-anything (SAM)", SAM_FILES, build_sam), device))
 
 
-class MCAGroundingDINOLoader:
-    DESCRIPTION = ("Loads a Grounding DINO checkpoint from models/grounding-dino (SwinT or SwinB, told apart by "
-                   "the weights; a .json beside it may override the config). BERT is built offline.")
-    CATEGORY = f"{CATEGORY}/SLM"
-    FUNCTION = "load"
-    RETURN_TYPES = ("MCA_GROUNDING_DINO_MODEL",)
-    OUTPUT_TOOLTIPS = ("The Grounding DINO model, for MCA SLM Mask's grounding_dino_model (it finds the phrase's "
-                       "boxes).",)
+class MCAGroundingDINOLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            node_id="MCA_GroundingDINOLoader", display_name="MCA Grounding DINO Loader", category=f"{CATEGORY}/SLM",
+            search_aliases=["grounding dino", "open-set detector", "text to box"],
+            description=("Loads a Grounding DINO checkpoint from models/grounding-dino (SwinT or SwinB, told apart by "
+                         "the weights; a .json beside it may override the config). BERT is built offline."),
+            inputs=loader_inputs(DINO_FOLDER, DINO_FILES),
+            outputs=[DINO_MODEL.Output(tooltip="The Grounding DINO model, for MCA SLM Mask's grounding_dino_model (it "
+                                               "finds the phrase's boxes).")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return loader_inputs(DINO_FOLDER, DINO_FILES)
-
-    def load(self, model_name, device):
+    def execute(cls, model_name, device) -> io.NodeOutput:
         path = resolve(DINO_FOLDER, model_name, DINO_FILES)
         sidecar = os.path.splitext(path)[0] + ".json"
         overrides = None
@@ -121,7 +126,7 @@ class MCAGroundingDINOLoader:
         vocab = bert_vocab_dir(folder_paths.get_folder_paths(BERT_FOLDER))
         model = build_from_file(path, "Grounding DINO", DINO_FILES,
                                 lambda state_dict: build_grounding_dino(state_dict, vocab, overrides))
-        return (SLMModel(model, device),)
+        return io.NodeOutput(SLMModel(model, device))
 
 
 def as_rgb_uint8(image: torch.Tensor) -> np.ndarray:
@@ -136,53 +141,56 @@ def as_rgb_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
-class MCASLMMask:
-    DESCRIPTION = ("Subject Localization Module: finds the phrase with Grounding DINO and segments each box with "
-                   "SAM. Outputs the union mask per image, every object's mask and a preview with boxes.")
-    CATEGORY = f"{CATEGORY}/SLM"
-    FUNCTION = "segment"
-    RETURN_TYPES = ("MASK", "MASK", "IMAGE")
-    RETURN_NAMES = ("mask", "object_masks", "preview")
-    OUTPUT_TOOLTIPS = ("One mask per image: the union of its objects (dilated).",
-                       "One mask per detected object, in image order (dilated).",
-                       "The image with the detected boxes, labels and scores.")
+class MCASLMMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            node_id="MCA_SLMMask", display_name="MCA SLM Mask", category=f"{CATEGORY}/SLM",
+            search_aliases=["grounded sam", "text to mask", "segment subject", "subject mask"],
+            description=("Subject Localization Module: finds the phrase with Grounding DINO and segments each box "
+                         "with SAM. Outputs the union mask per image, every object's mask and a preview with boxes."),
+            inputs=[
+                SAM_MODEL.Input("sam_model", tooltip="From MCA SAM Loader."),
+                DINO_MODEL.Input("grounding_dino_model", tooltip="From MCA Grounding DINO Loader."),
+                io.Image.Input("image", tooltip="One image or a batch."),
+                io.String.Input("phrase", default="the cat", tooltip="What to find, e.g. 'the cat'."),
+                io.Float.Input("box_threshold", default=0.3, min=0.0, max=1.0, step=0.01,
+                               tooltip="Keep boxes scoring above this (official: 0.3)."),
+                io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01,
+                               tooltip="Token score for the box labels (official: 0.25)."),
+                io.Int.Input("dilation", default=0, min=0, max=64,
+                             tooltip="3x3 dilation iterations; the swap edit mask uses 5."),
+                io.Combo.Input("if_nothing_found", options=["error", "empty mask"],
+                               tooltip="For an image without a detection: stop with an error naming the best score, "
+                                       "or return an all-zero mask for that image only."),
+                io.Mask.Input("region", optional=True,
+                              tooltip="Subject addition: use this drawn region instead of detecting (no model runs). "
+                                      "A region of another size (same aspect ratio) is resized to the image (nearest "
+                                      "neighbour)."),
+                io.Int.Input("detection_size", optional=True, default=800, min=64, max=2048, step=8,
+                             tooltip="Shorter image side for Grounding DINO (its training size: 800)."),
+            ],
+            outputs=[
+                io.Mask.Output(display_name="mask", tooltip="One mask per image: the union of its objects (dilated)."),
+                io.Mask.Output(display_name="object_masks",
+                               tooltip="One mask per detected object, in image order (dilated)."),
+                io.Image.Output(display_name="preview", tooltip="The image with the detected boxes, labels and "
+                                                                "scores."),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "sam_model": ("MCA_SAM_MODEL", {"tooltip": "From MCA SAM Loader."}),
-                "grounding_dino_model": ("MCA_GROUNDING_DINO_MODEL", {"tooltip": "From MCA Grounding DINO Loader."}),
-                "image": ("IMAGE", {"tooltip": "One image or a batch."}),
-                "phrase": ("STRING", {"default": "the cat", "tooltip": "What to find, e.g. 'the cat'."}),
-                "box_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "Keep boxes scoring above this (official: 0.3)."}),
-                "text_threshold": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01,
-                                             "tooltip": "Token score for the box labels (official: 0.25)."}),
-                "dilation": ("INT", {"default": 0, "min": 0, "max": 64,
-                                     "tooltip": "3x3 dilation iterations; the swap edit mask uses 5."}),
-                "if_nothing_found": (["error", "empty mask"], {
-                    "tooltip": "For an image without a detection: stop with an error naming the best score, "
-                               "or return an all-zero mask for that image only."}),
-            },
-            "optional": {
-                "region": ("MASK", {"tooltip": "Subject addition: use this drawn region instead of detecting (no model "
-                                              "runs). A region of another size (same aspect ratio) is resized to the image "
-                                              "(nearest neighbour)."}),
-                "detection_size": ("INT", {"default": 800, "min": 64, "max": 2048, "step": 8,
-                                           "tooltip": "Shorter image side for Grounding DINO (its training size: 800)."}),
-            },
-        }
-
-    def segment(self, sam_model, grounding_dino_model, image, phrase, box_threshold, text_threshold, dilation,
-                if_nothing_found, region=None, detection_size=800):
+    def execute(cls, sam_model, grounding_dino_model, image, phrase, box_threshold, text_threshold, dilation,
+                if_nothing_found, region=None, detection_size=800) -> io.NodeOutput:
         masks, objects, previews = [], [], []
+        progress = comfy.utils.ProgressBar(image.shape[0])
         with ExitStack() as on_device:  # each model moves to the device once per call, not once per image
             dino = sam = None
             if region is None:
                 dino = on_device.enter_context(grounding_dino_model)
                 sam = on_device.enter_context(sam_model)
             for index, item in enumerate(image):
+                comfy.model_management.throw_exception_if_processing_interrupted()
                 pixels = as_rgb_uint8(item)
                 height, width = pixels.shape[:2]
                 if region is not None:
@@ -200,8 +208,9 @@ class MCASLMMask:
                 found = dilate(found, dilation)
                 masks.append(union(found, height, width))
                 objects.extend(found)
+                progress.update(1)
         object_masks = torch.stack(objects) if objects else torch.zeros(0, *image.shape[1:3])
-        return torch.stack(masks), object_masks, torch.stack(previews)
+        return io.NodeOutput(torch.stack(masks), object_masks, torch.stack(previews))
 
 
 def region_mask(region: torch.Tensor, index: int, height: int, width: int) -> torch.Tensor:
@@ -212,8 +221,3 @@ def region_mask(region: torch.Tensor, index: int, height: int, width: int) -> to
 
 
 register_model_folders()
-
-NODE_CLASS_MAPPINGS = {"MCA_SAMLoader": MCASAMLoader, "MCA_GroundingDINOLoader": MCAGroundingDINOLoader,
-                       "MCA_SLMMask": MCASLMMask}
-NODE_DISPLAY_NAME_MAPPINGS = {"MCA_SAMLoader": "MCA SAM Loader", "MCA_GroundingDINOLoader": "MCA Grounding DINO Loader",
-                              "MCA_SLMMask": "MCA SLM Mask"}

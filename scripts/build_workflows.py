@@ -1,9 +1,10 @@
 """The shipped example workflows, defined once and written in UI and API format.
 
-    .venv/bin/python scripts/build_workflows.py           # (re)write example_workflows/*.json and api/*.json
+    .venv/bin/python scripts/build_workflows.py           # (re)write example_workflows/*.json, api/*.json, *.jpg
     .venv/bin/python scripts/build_workflows.py --check   # exit 1 if a file is out of date
 
-Starts the embedded ComfyUI once to read ``/object_info`` (widget order, socket types).
+Starts the embedded ComfyUI once to read ``/object_info`` (widget order, socket types). Then draws the template
+browser's thumbnails (example_workflows/<name>.jpg) from the API files (scripts/build_thumbnails.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import comfy_host  # noqa: E402
 comfy_host.import_pack_without_host()
 
 from mca_ctrl import model_files  # noqa: E402
+import build_thumbnails  # noqa: E402
 from workflow_builder import Graph, to_api, to_ui  # noqa: E402
 
 WORKFLOWS = REPO / "example_workflows"
@@ -33,45 +35,18 @@ STEPS, SEED = 50, 42
 # cut out of them (Models, Masks); the second is the run itself, left to right: the inversions, MCA, and the
 # output at the bottom right, where reading ends. So Models stands right above Inversion and MCA, the groups that
 # take its CLIP, MODEL and VAE: those wires drop one row instead of crossing two groups, as they did in one row.
-# Both rows come out about as wide (2000-2700 units), so the graph fits a 1920x1080 window at 64-68 % zoom, above
-# the frontend's low-detail zoom (57 %): in one row it was 46 %; with Models, Masks, Inversion over MCA, Output the
-# first row is much the wider, and the add graph (two more mask columns) would fit at only 58 %.
+# The Note stands right of the Output: the graph opens at 100 % (the Note's 10 px text readable; no graph this
+# size fits a window there) on the Note, the Output group and the MCA nodes left of it, clear of the minimap at the
+# bottom right. The whole graph still fits a 1920x1080 window at 58-66 % zoom (the fit view), above the frontend's
+# low-detail zoom (57 %).
 GROUPS = (("Models", "Masks"), ("Inversion", "MCA", "Output"))
 
 # Where each model file the workflows name is published. A loader node lists the files it loads in
 # properties.models ({name, url, directory}: the ComfyUI workflow templates' convention), so that the frontend
 # can tell a user which files are missing and, in newer versions (1.47 with ComfyUI 0.29), offer to download them.
 # The pack itself downloads nothing.
-MODEL_URLS = {
-    model_files.CHECKPOINT: "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
-                            "v1-5-pruned-emaonly.safetensors",
-    model_files.SDXL_CHECKPOINT: "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/"
-                                 "sd_xl_base_1.0.safetensors",
-    model_files.SAM: "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-    model_files.GROUNDING_DINO: "https://huggingface.co/ShilongLiu/GroundingDINO/resolve/main/"
-                                "groundingdino_swint_ogc.pth",
-    model_files.FLUX_MODEL: "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors",
-    model_files.FLUX_CLIP_L: "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
-    model_files.FLUX_T5: "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
-    model_files.FLUX_VAE: "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors",
-    model_files.QWEN_IMAGE_MODEL: "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/"
-                                  "diffusion_models/qwen_image_fp8_e4m3fn.safetensors",
-    model_files.QWEN_IMAGE_TEXT: "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/"
-                                 "text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors",
-    model_files.QWEN_IMAGE_VAE: "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/"
-                                "qwen_image_vae.safetensors",
-    model_files.FLUX2_MODEL: "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/diffusion_models/"
-                             "flux2_dev_fp8mixed.safetensors",
-    model_files.FLUX2_TEXT: "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/text_encoders/"
-                            "mistral_3_small_flux2_bf16.safetensors",
-    model_files.FLUX2_VAE: "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/"
-                           "flux2-vae.safetensors",
-    model_files.Z_IMAGE_MODEL: "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/"
-                               "diffusion_models/z_image_turbo_bf16.safetensors",
-    model_files.Z_IMAGE_TEXT: "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/"
-                              "qwen_3_4b.safetensors",
-}
-assert set(MODEL_URLS) == set(model_files.EXPECTED_MODELS), "every expected model file needs its source"
+MODEL_URLS = {files: files.url for files in model_files.EXPECTED_MODELS}  # each file's source, in one list
+assert all(MODEL_URLS.values()), "every expected model file needs its source"
 
 
 @dataclass(frozen=True)
@@ -183,7 +158,8 @@ def models_note(base: Base) -> str:
     models = (*base.files, model_files.SAM, model_files.GROUNDING_DINO)
     return ("MODELS (nothing is downloaded for you)\n" + "".join(f"- models/{m.folder}/{m.describe()}\n" for m in models)
             + "Example images: copy example_workflows/input/*.png into ComfyUI/input (make run does it).\n"
-            "Read the groups like a page: Models > Masks, then Inversion > MCA > Output below.\n\n")
+            "Read the groups like a page: Models > Masks, then Inversion > MCA > Output below (press . to see the "
+            "whole graph).\n\n")
 
 
 def _common(graph: Graph, base: Base, subject_image: str, subject_phrase: str):
@@ -404,6 +380,7 @@ def main() -> int:
         if not args.check:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+    stale += build_thumbnails.stale() if args.check else build_thumbnails.write_all()
     for path in stale:
         print(("out of date: " if args.check else "wrote ") + str(path.relative_to(REPO)))
     return 1 if args.check and stale else 0

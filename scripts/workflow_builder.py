@@ -7,8 +7,10 @@ table and labelled groups. Which inputs are widgets, and their order, comes from
 Layout: the groups stand in rows (``Graph.rows``; each row left to right, the rows top to bottom, read like a
 page). Each node names its group and a column inside it; a column's nodes stack top to bottom in the order they
 were added, and a column taller than its row allows continues in the next one (newspaper style). Each row's
-height is chosen so that the whole graph fits a 1920x1080 window at the largest zoom (see ``layout``), and the
-saved view (``extra.ds``) opens on that fit. A Note (what to put where) stands left of the first row.
+height is chosen so that the whole graph fits a 1920x1080 window at the largest zoom (see ``layout``: the fit
+view, and the docs' screenshots). A Note (what to put where) stands right of the last row's last group, the
+Output. The saved view (``extra.ds``) opens at the zoom where the Note's text is readable (100 %: no whole graph
+fits there) on the last row's end: the Note and the Output group, clear of the frontend's minimap.
 """
 from __future__ import annotations
 
@@ -35,7 +37,14 @@ VIEW = (WINDOW[0] - SIDEBAR - 2 * MARGIN, WINDOW[1] - TOP_BARS - 2 * MARGIN)  # 
 # "LiteGraph.Canvas.MinFontSizeForLOD" defaults to 8 px, NODE_TEXT_SIZE is 14, so 8 / 14 = 0.571 on a screen of
 # devicePixelRatio 1 (the highest threshold; a HiDPI screen draws text down to a lower zoom).
 LOW_QUALITY_ZOOM = 8 / 14
-MAX_OPEN_ZOOM = 1.0  # a small graph opens at 100 %, not blown up
+# With the frontend's default settings (1.32.9) the minimap is on (Comfy.Minimap.Visible: on in a window at least
+# 1024 px wide): a 253 x 200 px box 4 px from the window's right edge and 58 px from its bottom, above the zoom
+# buttons' row (measured by tests/test_frontend.py).
+MINIMAP, MINIMAP_INSET = (253, 200), (4, 58)  # px: width, height; from the right edge, from the bottom
+# The Note's text: a textarea in the frontend's font size for text widgets (the setting Comfy.TextareaWidget.FontSize,
+# 10 px by default), scaled with the canvas. The saved view opens at the zoom that draws it READABLE_PX tall.
+NOTE_FONT, READABLE_PX = 10, 10  # px
+OPEN_ZOOM = READABLE_PX / NOTE_FONT
 
 
 @dataclass(frozen=True)
@@ -149,12 +158,13 @@ def node_height(node: Node, info: dict) -> int:
 
 @dataclass
 class Layout:
-    """Where everything stands in the UI file: node positions and heights, the group boxes, the notes' height,
-    the whole graph's size and the zoom at which it fits ``VIEW``."""
+    """Where everything stands in the UI file: node positions and heights, the group boxes, the notes' top left
+    corner (title bar included) and height, the whole graph's size and the zoom at which it fits ``VIEW``."""
 
     positions: dict[int, list[int]]
     heights: dict[int, int]
     groups: list[dict]
+    note_origin: tuple[int, int]
     note_height: int
     width: int
     height: int
@@ -203,9 +213,9 @@ def note_text_height(text: str) -> int:
     return lines * NOTE_LINE
 
 
-def _row_size(row: list[list[list[Node]]], heights: dict[int, int], lead: int, least: int) -> tuple[int, int]:
-    """(width, height) of a row of groups, ``lead`` units of notes before it, at least ``least`` tall."""
-    width = lead + sum(_group_width(columns) + GAP for columns in row) - GAP
+def _row_size(row: list[list[list[Node]]], heights: dict[int, int], trail: int, least: int) -> tuple[int, int]:
+    """(width, height) of a row of groups, ``trail`` units of notes after it, at least ``least`` tall."""
+    width = sum(_group_width(columns) + GAP for columns in row) - GAP + trail
     tallest = max(_stack(piece, heights) for columns in row for piece in columns)
     return width, max(least, GROUP_HEADER + tallest + GROUP_PAD)
 
@@ -222,36 +232,43 @@ def _score(wrapped: list, width: int, height: int) -> tuple:
 
 
 def layout(graph: Graph, object_info: dict) -> Layout:
-    """Notes at the left of the first row, then each row's groups left to right, the rows top to bottom; the
-    groups of a row all as tall as its tallest column.
+    """Each row's groups left to right, the rows top to bottom, the notes right of the last row; the groups of a
+    row all as tall as its tallest column.
 
     Each row gets a height budget (a column taller than it continues in the next column): of every choice of
-    budgets (the heights at which some column would wrap differently), the one whose graph fits ``VIEW`` at the
-    largest zoom, and of equal ones the one with the fewest columns (see ``_score``). Rows too tall push the
-    graph's height past the window, rows cut too short widen it: the search finds the balance, per graph.
+    budgets (the heights at which some column would wrap differently) that keeps the last row (the Output and the
+    notes) within the opening view's height, the one whose graph fits ``VIEW`` at the largest zoom, and of equal
+    ones the one with the fewest columns (see ``_score``). Rows too tall push the graph's height past the window,
+    rows cut too short widen it: the search finds the balance, per graph.
     """
     heights = {node.id: node_height(node, object_info[node.class_type]) for node in graph.nodes}
     columns = _columns(graph)
-    lead = len(graph.notes) * (NOTE_WIDTH + GAP)
+    trail = len(graph.notes) * (GAP + NOTE_WIDTH)
     least = max((TITLE_HEIGHT + note_text_height(text) + 2 * GROUP_PAD for text in graph.notes), default=0)
     rows = [[columns[group] for group in row] for row in graph.rows]
     candidates = [sorted({_stack(column[start:end], heights) for group in row for column in group
                           for start in range(len(column)) for end in range(start + 1, len(column) + 1)})
                   for row in rows]
+    last = len(rows) - 1
     best = None
     for budgets in product(*candidates):
         wrapped = [_row(row, heights, budget) for row, budget in zip(rows, budgets)]
-        sizes = [_row_size(row, heights, *((lead, least) if index == 0 else (0, 0)))
+        sizes = [_row_size(row, heights, *((trail, least) if index == last else (0, 0)))
                  for index, row in enumerate(wrapped)]
+        if sizes[last][1] > VIEW[1] / OPEN_ZOOM:  # the opening view would cut the Output or the Note
+            continue
         width = max(size[0] for size in sizes)
         height = sum(size[1] + GAP for size in sizes) - GAP
         score = _score(wrapped, width, height)
         if best is None or score > best[0]:
             best = (score, wrapped, sizes, width, height)
+    if best is None:
+        raise ValueError(f"no layout keeps the last row within {VIEW[1] / OPEN_ZOOM:.0f} units: the opening view "
+                         "cannot show the Output and the Note")
     _, wrapped, sizes, width, height = best
     positions, boxes, y = {}, [], 0
-    for index, (row, (_, row_height)) in enumerate(zip(wrapped, sizes)):
-        x = lead if index == 0 else 0
+    for row, (_, row_height) in zip(wrapped, sizes):
+        x = 0
         for group_columns in row:
             title = graph.groups[len(boxes)]
             boxes.append({"id": len(boxes) + 1, "title": title,
@@ -263,18 +280,33 @@ def layout(graph: Graph, object_info: dict) -> Layout:
                     positions[node.id] = [x + GROUP_PAD + column_index * (NODE_WIDTH + GAP), top]
                     top += heights[node.id] + TITLE_HEIGHT + GAP
             x += _group_width(group_columns) + GAP
+        note_origin = (x, y)  # after the last row's last group
         y += row_height + GAP
-    return Layout(positions, heights, boxes, sizes[0][1], width, height, fit_zoom(width, height))
+    return Layout(positions, heights, boxes, note_origin, sizes[-1][1], width, height, fit_zoom(width, height))
 
 
-def open_view(placed: Layout) -> dict:
-    """The saved view (``extra.ds``): the whole graph at the zoom that fits ``VIEW`` (at most ``MAX_OPEN_ZOOM``),
-    its top left corner (the Note's title) ``MARGIN`` px right of the side toolbar and below the top bars."""
-    scale = min(MAX_OPEN_ZOOM, int(placed.zoom * 100) / 100)  # rounded down: the graph still fits
-    if scale < LOW_QUALITY_ZOOM:
-        raise ValueError(f"the graph ({placed.width} x {placed.height}) fits the window only at {scale:.2f} zoom, "
-                         f"below the frontend's low-detail zoom {LOW_QUALITY_ZOOM:.3f}: lay it out smaller")
-    return {"scale": scale, "offset": [round((SIDEBAR + MARGIN) / scale, 1), round((TOP_BARS + MARGIN) / scale, 1)]}
+def notes_width(count: int) -> int:
+    return count * NOTE_WIDTH + (count - 1) * GAP
+
+
+def minimap_box() -> tuple[int, int, int, int]:
+    """The default minimap's screen box [x, y, w, h] in ``WINDOW`` (frontend 1.32.9)."""
+    return (WINDOW[0] - MINIMAP_INSET[0] - MINIMAP[0], WINDOW[1] - MINIMAP_INSET[1] - MINIMAP[1], *MINIMAP)
+
+
+def open_view(placed: Layout, notes: int = 1) -> dict:
+    """The saved view (``extra.ds``): at ``OPEN_ZOOM`` (the Note's text ``READABLE_PX`` tall on screen), the last
+    row's top ``MARGIN`` px below the top bars and its notes' right edge ``MARGIN`` px left of the default minimap,
+    so that the Note and the Output group beside it are in full view, the minimap over neither. The whole graph
+    still fits the window at a zoom where the frontend draws titles (the fit view, the docs' screenshots)."""
+    if placed.zoom < LOW_QUALITY_ZOOM:
+        raise ValueError(f"the graph ({placed.width} x {placed.height}) fits the window only at {placed.zoom:.2f} "
+                         f"zoom, below the frontend's low-detail zoom {LOW_QUALITY_ZOOM:.3f}: lay it out smaller")
+    scale = OPEN_ZOOM
+    right = placed.note_origin[0] + notes_width(notes)  # graph units
+    screen_right, screen_top = minimap_box()[0] - MARGIN, TOP_BARS + MARGIN
+    return {"scale": scale, "offset": [round(screen_right / scale - right, 1),
+                                       round(screen_top / scale - placed.note_origin[1], 1)]}
 
 
 def _sockets(node: Node, object_info: dict, links: list, outgoing: dict) -> list[dict]:
@@ -297,10 +329,11 @@ def _sockets(node: Node, object_info: dict, links: list, outgoing: dict) -> list
     return sockets
 
 
-def _note(text: str, node_id: int, index: int, height: int) -> dict:
-    """A Note in the first row, left of its groups, as tall as they are."""
-    return {"id": node_id, "type": "Note", "pos": [index * (NOTE_WIDTH + GAP), TITLE_HEIGHT],
-            "size": [NOTE_WIDTH, height - TITLE_HEIGHT], "flags": {}, "order": node_id - 1, "mode": 0,
+def _note(text: str, node_id: int, index: int, placed: Layout) -> dict:
+    """A Note in the last row, right of its groups, as tall as they are."""
+    x, y = placed.note_origin
+    return {"id": node_id, "type": "Note", "pos": [x + index * (NOTE_WIDTH + GAP), y + TITLE_HEIGHT],
+            "size": [NOTE_WIDTH, placed.note_height - TITLE_HEIGHT], "flags": {}, "order": node_id - 1, "mode": 0,
             "inputs": [], "outputs": [], "properties": {"text": ""}, "widgets_values": [text]}
 
 
@@ -324,7 +357,7 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
             {"name": name, "type": kind, "links": outgoing.get((node.id, slot), []), "slot_index": slot}
             for slot, (kind, name) in enumerate(zip(info["output"], info["output_name"]))]
     for index, text in enumerate(graph.notes):
-        nodes.append(_note(text, len(nodes) + 1, index, placed.note_height))
+        nodes.append(_note(text, len(nodes) + 1, index, placed))
     return {"last_node_id": len(nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": placed.groups, "config": {}, "extra": {"ds": open_view(placed)},
+            "groups": placed.groups, "config": {}, "extra": {"ds": open_view(placed, len(graph.notes))},
             "version": 0.4}

@@ -45,3 +45,19 @@ def comfy_server(tmp_path_factory, random_checkpoint):
 def random_vega_checkpoint(pack):
     """Path of the cached full-architecture random Segmind Vega (SDXL-family) checkpoint."""
     return random_models.random_vega_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def sd15(pack):
+    """A tiny SD1.5 and two 3-step inversions of random latents (subject, condition)."""
+    import torch
+
+    from mca_ctrl.mca_attention import invert
+    from random_models import tiny_prompt
+
+    model = random_models.tiny_sd15_model()
+    sigmas = invert.schedule_sigmas(model, 3, None)
+    latents = [torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    subject, condition = (invert.invert_latent(model, latent, tiny_prompt(0), tiny_prompt(0), 1.0, sigmas)
+                          for latent in latents)
+    return model, subject, condition

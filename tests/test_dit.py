@@ -236,8 +236,7 @@ def test_schnell_at_four_steps_runs_sagi_and_salq_and_says_so(pack, caplog):
     import logging
 
     model = random_models.tiny_flux_model(schnell=True)
-    patch = attention_patch.MCAAttentionPatch()
-    (patched_model,) = patch.patch(model, SUBJECT_MASK, "swap", -1.0, -1.0, -1.0, -1.0, -1.0, -1, edit_mask=EDIT_MASK)
+    (patched_model,) = attention_patch.MCAAttentionPatch.execute(model, SUBJECT_MASK, "swap", -1.0, -1.0, -1.0, -1.0, -1.0, -1, edit_mask=EDIT_MASK)
     state = mca_state(patched_model)
     state.trace = []
     prompt = lambda seed: tiny_flux_prompt(seed, guidance=None)  # noqa: E731

@@ -57,7 +57,7 @@ LOADERS = {"CheckpointLoaderSimple": ("checkpoints", ["ckpt_name"]), "UNETLoader
            "DualCLIPLoader": ("text_encoders", ["clip_name1", "clip_name2"]), "VAELoader": ("vae", ["vae_name"]),
            "CLIPLoader": ("text_encoders", ["clip_name"]),
            "MCA_SAMLoader": ("sams", ["model_name"]), "MCA_GroundingDINOLoader": ("grounding-dino", ["model_name"])}
-MODEL_HOSTS = {"huggingface.co", "dl.fbaipublicfiles.com"}
+MODEL_HOSTS = {"huggingface.co"}  # the hosts the frontend's missing-models list downloads from
 sys.path.insert(0, str(comfy_host.REPO / "scripts"))
 
 
@@ -230,7 +230,8 @@ def overlap(a: list[float], b: list[float]) -> bool:
 
 def assert_laid_out_in_groups(groups: list[dict], nodes: list[dict]) -> None:
     """The groups stand in ROWS: the groups of a row side by side, tops aligned, left to right; each row below the
-    one before; no two groups overlap. The Note stands outside the groups at the top left, where reading starts.
+    one before; no two groups overlap. The Note stands outside the groups, right of the last row's last group (the
+    Output), its top that row's top: the saved view opens on both (see the opening-view tests).
     Every other node lies inside exactly one group's box, the one its kind belongs to, and no two nodes overlap.
     ``groups``: {title, box}; ``nodes``: {type, box}, boxes [x, y, w, h] as LiteGraph's bounding."""
     tops = sorted({round(group["box"][1]) for group in groups})
@@ -247,8 +248,9 @@ def assert_laid_out_in_groups(groups: list[dict], nodes: list[dict]) -> None:
     assert notes, "no Note"
     for note in notes:
         assert not any(overlap(note["box"], group["box"]) for group in groups), "the Note stands outside the groups"
-        assert note["box"][0] + note["box"][2] <= rows[0][0]["box"][0], "the Note stands left of the first group"
-        assert abs(note["box"][1] - rows[0][0]["box"][1]) <= 1, "the Note's top is the first row's"
+        last = rows[-1][-1]["box"]
+        assert note["box"][0] >= last[0] + last[2], "the Note stands right of the last row's last group"
+        assert abs(note["box"][1] - last[1]) <= 1, "the Note's top is the last row's"
     for node in nodes:
         if node["type"] == "Note":
             continue
@@ -280,21 +282,38 @@ def test_ui_workflow_reads_in_rows_of_labelled_groups(task):
     assert all(set(group) >= {"id", "title", "bounding", "color", "font_size", "flags"} for group in ui["groups"])
 
 
+def on_screen(box: list[float], ds: dict) -> list[float]:
+    """A graph box [x, y, w, h] where the saved view ``ds`` draws it (px from the canvas's top left)."""
+    scale, (offset_x, offset_y) = ds["scale"], ds["offset"]
+    return [(box[0] + offset_x) * scale, (box[1] + offset_y) * scale, box[2] * scale, box[3] * scale]
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_ui_workflow_opens_on_the_whole_graph_at_a_zoom_with_text(task):
-    """The saved view (extra.ds) shows the whole graph, top left first, right of the frontend's side toolbar and
-    below its top bars in a 1920x1080 window, at a zoom where the frontend draws titles and widgets (the frontend
-    test checks the same in the real frontend)."""
-    from workflow_builder import LOW_QUALITY_ZOOM, MARGIN, SIDEBAR, TOP_BARS, WINDOW
+def test_ui_workflow_opens_on_the_note_and_the_output_at_a_readable_zoom(task):
+    """The saved view (extra.ds) opens at the zoom where the Note's text is READABLE_PX tall (its font is the
+    frontend's default textarea font size, 10 px) on the Note and the Output group (the Save Image node): both in
+    full view in a 1920x1080 window (right of the side toolbar, below the top bars) and clear of the minimap the
+    frontend shows by default at the bottom right. No graph fits the window at that zoom; the whole graph still
+    fits it at a zoom where the frontend draws titles (the fit view). The frontend test checks the same in the
+    real frontend, with its default settings."""
+    from workflow_builder import (LOW_QUALITY_ZOOM, MARGIN, NOTE_FONT, READABLE_PX, SIDEBAR, TOP_BARS, WINDOW,
+                                  fit_zoom, minimap_box)
 
     ui = json.loads((WORKFLOWS / f"{task}.json").read_text())
     groups, nodes = ui_boxes(ui)
-    left, top, width, height = bounding_box([item["box"] for item in groups + nodes])
-    scale, (offset_x, offset_y) = ui["extra"]["ds"]["scale"], ui["extra"]["ds"]["offset"]
-    assert LOW_QUALITY_ZOOM <= scale <= 1
-    screen_left, screen_top = (left + offset_x) * scale, (top + offset_y) * scale
-    assert abs(screen_left - (SIDEBAR + MARGIN)) < 1 and abs(screen_top - (TOP_BARS + MARGIN)) < 1
-    assert screen_left + width * scale <= WINDOW[0] - MARGIN and screen_top + height * scale <= WINDOW[1] - MARGIN
+    ds = ui["extra"]["ds"]
+    assert NOTE_FONT * ds["scale"] >= READABLE_PX
+    shown = {"Note": [node["box"] for node in nodes if node["type"] == "Note"],
+             "Output group": [group["box"] for group in groups if group["title"] == "Output"],
+             "Save Image": [node["box"] for node in nodes if node["type"] == "SaveImage"]}
+    assert all(len(boxes) == 1 for boxes in shown.values()), shown
+    for what, [box] in shown.items():
+        x, y, w, h = on_screen(box, ds)
+        assert SIDEBAR + MARGIN - 1 <= x and x + w <= WINDOW[0] - MARGIN, f"{what} at x {x:.0f}..{x + w:.0f}"
+        assert TOP_BARS + MARGIN - 1 <= y and y + h <= WINDOW[1] - MARGIN, f"{what} at y {y:.0f}..{y + h:.0f}"
+        assert not overlap([x, y, w, h], list(minimap_box())), f"the minimap {minimap_box()} covers {what}"
+    _, _, width, height = bounding_box([item["box"] for item in groups + nodes])
+    assert fit_zoom(width, height) >= LOW_QUALITY_ZOOM, f"{width} x {height} fits the window only below titles"
 
 
 @pytest.mark.parametrize("task", TASKS)

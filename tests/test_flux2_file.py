@@ -65,7 +65,7 @@ def test_comfyuis_detection_of_the_released_files_gives_the_flux2_adapter(pack, 
     assert adapter.text_width() == architecture["context_in_dim"] and adapter.pooled_width() is None
     if architecture is DEV:
         assert Flux2Adapter.SITES["Flux.2"].startswith(f"{sites} on dev"), "the declared site count is dev's"
-    (patched,) = attention_patch.MCAAttentionPatch().patch(model, square_mask(64, 16, 48), "swap", -1.0, -1.0, -1.0,
+    (patched,) = attention_patch.MCAAttentionPatch.execute(model, square_mask(64, 16, 48), "swap", -1.0, -1.0, -1.0,
                                                           -1.0, -1.0, -1, edit_mask=square_mask(64, 8, 40))
     (schedule,) = mca_state(patched).schedules
     steps = 20  # ComfyUI's Flux.2 template

@@ -44,7 +44,9 @@ def test_inversions_from_another_model_family_are_refused_both_ways(sd15):
     model, subject, condition = sd15
     sdxl = random_models.tiny_family_model("SDXL")
     sdxl_subject = inverted(sdxl, tiny_sdxl_prompt(0), 1)
-    assert sdxl_subject["mca_trajectory"]["source"] == {"family": "SDXL", "latent_format": "SDXL", "sampling": "EPS"}
+    source = sdxl_subject["mca_trajectory"]["source"]
+    assert {**source, "settings": None} == {"family": "SDXL", "latent_format": "SDXL", "sampling": "EPS",
+                                            "settings": None} and source["settings"].startswith("sigmas 0.02")
     with pytest.raises(ValueError, match="the subject was inverted by a SDXL model .*SDXL latents.* but the MCA "
                                          "Sampler's model is Stable Diffusion 1.x .*same loader"):
         sample(patched(model), sdxl_subject, condition)

@@ -33,20 +33,20 @@ SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
     ("sagi_end", "0.1, 0.1", "repeats 0.1: each value makes a cell"),
     ("salq_start", "0.2, 1.5", r"salq_start is a fraction \(0..1, or -1 .*\); the sweep has 1.5"),
     ("salq_sites", "-0.5", "the sweep has -0.5"),
-    ("salq_first_site", "2.5, -2", "site indices .* got 2.5, -2"),
+    ("salq_first_site", "2.5, -2", r"a site index .*; the sweep has 2.5, -2"),
     ("sagi_end", " , ", "has no values"),
 ])
 def test_malformed_sweep_values_are_refused_with_the_value_named(pack, setting, values, message):
     with pytest.raises(ValueError, match=message):
         parse_axis(setting, values)
-    assert NODE_CLASS_MAPPINGS["MCA_ScheduleSweep"].VALIDATE_INPUTS(setting, values).startswith("MCA Schedule Sweep:")
+    assert NODE_CLASS_MAPPINGS["MCA_ScheduleSweep"].validate_inputs(setting, values).startswith("MCA Schedule Sweep:")
 
 
 def test_good_sweep_values_pass_and_a_trailing_comma_is_harmless(pack):
     assert parse_axis("sagi_end", "0.1, 0.2,").values == (0.1, 0.2)
     assert parse_axis("salq_first_site", "-1, 3").values == (-1, 3)
-    assert NODE_CLASS_MAPPINGS["MCA_ScheduleSweep"].VALIDATE_INPUTS("sagi_end", "0.05, 0.1") is True
-    assert NODE_CLASS_MAPPINGS["MCA_ScheduleSweep"].VALIDATE_INPUTS("sagi_end", None) is True, "a linked input"
+    assert NODE_CLASS_MAPPINGS["MCA_ScheduleSweep"].validate_inputs("sagi_end", "0.05, 0.1") is True
+    assert NODE_CLASS_MAPPINGS["MCA_ScheduleSweep"].validate_inputs("sagi_end", None) is True, "a linked input"
 
 
 def test_comfyuis_prompt_validation_refuses_a_bad_sweep_before_anything_runs(pack):
@@ -64,16 +64,6 @@ def test_comfyuis_prompt_validation_refuses_a_bad_sweep_before_anything_runs(pac
     assert any("MCA Schedule Sweep: the salq_end sweep values must be numbers" in m and "'abc'" in m for m in messages)
 
 
-@pytest.fixture(scope="module")
-def sd15(pack):
-    model = random_models.tiny_sd15_model()
-    sigmas = invert.schedule_sigmas(model, 3, None)
-    latents = [torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
-    subject, condition = (invert.invert_latent(model, latent, tiny_prompt(0), tiny_prompt(0), 1.0, sigmas)
-                          for latent in latents)
-    return model, subject, condition
-
-
 def test_sweep_cells_that_run_the_same_table_at_few_steps_are_named(sd15, caplog, monkeypatch):
     """sagi_end 0.1 and 0.3 at 3 steps both run SAGI at step 0 only: the same image twice, said on the node."""
     import mca_ctrl.mca_attention.engine as engine_module
@@ -81,14 +71,14 @@ def test_sweep_cells_that_run_the_same_table_at_few_steps_are_named(sd15, caplog
     told = []
     monkeypatch.setattr(engine_module, "tell_the_ui", told.append)
     model, subject, condition = sd15
-    sweep = batch_nodes.MCAScheduleSweep().sweep("sagi_end", "0.1, 0.3, 0.8")[0]
-    (mca,) = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
+    sweep = batch_nodes.MCAScheduleSweep.execute("sagi_end", "0.1, 0.3, 0.8")[0]
+    (mca,) = attention_patch.MCAAttentionPatch.execute(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
                                                       edit_mask=EDIT_MASK, sweep=sweep)
     with caplog.at_level(logging.WARNING):
         out = engine.mca_sample(mca, tiny_prompt(1), tiny_prompt(2), tiny_prompt(3), tiny_prompt(9), subject,
                                 condition, 0, 5.0)
     assert torch.equal(out.targets[0], out.targets[1]) and not torch.equal(out.targets[0], out.targets[2])
-    said = [m for m in told if "sweep cells" in m]
+    said = [line for m in told for line in m.split("\n") if "sweep cells" in line]
     assert said == ["MCA Sampler: the sweep cells sagi_end=0.1 and sagi_end=0.3 run SAGI and SALQ at the same steps "
                     "and sites at 3 steps, so their targets are the same image: use more steps, or values further "
                     "apart."]
@@ -159,7 +149,7 @@ def test_latent_keys_from_neighbouring_nodes_are_refused_by_name(sd15, key, valu
     with pytest.raises(ValueError, match=f"condition carries .*{node}"):
         engine.mca_sample(generation, *prompts, subject, {"samples": torch.zeros(1, 4, 8, 8), key: value}, 0, 5.0)
     with pytest.raises(ValueError, match=f"latent carries .*{node}"):
-        MCADDIMInvert().invert(model, {"samples": torch.randn(1, 4, 8, 8), key: value}, tiny_prompt(0), 2, 1.0)
+        MCADDIMInvert.execute(model, {"samples": torch.randn(1, 4, 8, 8), key: value}, tiny_prompt(0), 2, 1.0)
 
 
 def test_an_empty_latent_of_another_family_is_made_the_models_own_as_comfyui_does(pack):

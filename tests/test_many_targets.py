@@ -231,9 +231,9 @@ def test_free_memory_decides_the_targets_per_pass(pack, monkeypatch, caplog):
 
 def test_schedule_sweep_nodes_make_the_patch_cells_in_grid_order(pack):
     model = FAMILIES["sd15"].model()
-    sweep = batch_nodes.MCAScheduleSweep().sweep("sagi_end", "0.1, 0.2")[0]
-    sweep = batch_nodes.MCAScheduleSweep().sweep("salq_sites", "-1, 0.5", sweep)[0]
-    mca, = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, 3,
+    sweep = batch_nodes.MCAScheduleSweep.execute("sagi_end", "0.1, 0.2")[0]
+    sweep = batch_nodes.MCAScheduleSweep.execute("salq_sites", "-1, 0.5", sweep)[0]
+    mca, = attention_patch.MCAAttentionPatch.execute(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, 3,
                                                      edit_mask=EDIT_MASK, sweep=sweep)
     state = mca_state(mca)
     assert state.labels == ("sagi_end=0.1, salq_sites=-1", "sagi_end=0.1, salq_sites=0.5",
@@ -242,7 +242,7 @@ def test_schedule_sweep_nodes_make_the_patch_cells_in_grid_order(pack):
     # salq_sites -1 is the preset (SD1.5: site 9), 0.5 is site 8; a swept salq_sites wins over the widget's site 3
     assert [s.salq_first_site for s in state.schedules] == [9, 8, 9, 8]
     assert state.grid_columns == 2, "the last swept setting's value count, carried as data"
-    plain, = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, 3,
+    plain, = attention_patch.MCAAttentionPatch.execute(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, 3,
                                                        edit_mask=EDIT_MASK)
     assert mca_state(plain).schedules[0].salq_first_site == 3 and mca_state(plain).labels == ("",)
     assert mca_state(plain).grid_columns == 0
@@ -253,20 +253,20 @@ def test_the_sampler_hands_the_grid_its_columns(pack):
     target prompts without a sweep give 0 (the grid chooses)."""
     family = FAMILIES["sd15"]
     model = family.model()
-    sweep = batch_nodes.MCAScheduleSweep().sweep("sagi_end", "0.2, 0.4, 0.6")[0]
-    sweep = batch_nodes.MCAScheduleSweep().sweep("salq_end", "0.8, 1.0", sweep)[0]
-    mca, = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
+    sweep = batch_nodes.MCAScheduleSweep.execute("sagi_end", "0.2, 0.4, 0.6")[0]
+    sweep = batch_nodes.MCAScheduleSweep.execute("salq_end", "0.8, 1.0", sweep)[0]
+    mca, = attention_patch.MCAAttentionPatch.execute(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
                                                      edit_mask=EDIT_MASK, sweep=sweep)
     subject, condition = inverted(model, family, 1), inverted(model, family, 2)
-    target, _, _, labels, columns = sampler.MCASampler().sample(mca, family.prompt(1), family.prompt(2),
+    target, _, _, labels, columns = sampler.MCASampler.execute(mca, family.prompt(1), family.prompt(2),
                                                                 family.prompt(3), family.prompt(9), subject, condition,
                                                                 0, 1.0, True)
     assert columns == 2 and len(labels.split("\n")) == 6
-    grid, = batch_nodes.MCAGrid().draw(torch.rand(6, 32, 32, 3), labels, columns, 64)
+    grid, = batch_nodes.MCAGrid.execute(torch.rand(6, 32, 32, 3), labels, columns, 64)
     assert grid.shape[2] == 2 * (64 + 6) + 6, "2 tiles a row"
-    plain, = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
+    plain, = attention_patch.MCAAttentionPatch.execute(model, SUBJECT_MASK, "swap", -1, -1, -1, -1, -1, -1,
                                                        edit_mask=EDIT_MASK)
-    *_, columns = sampler.MCASampler().sample(plain, family.prompt(1), family.prompt(2),
+    *_, columns = sampler.MCASampler.execute(plain, family.prompt(1), family.prompt(2),
                                               labelled([(3, family.prompt(3)), (4, family.prompt(4))]),
                                               family.prompt(9), subject, condition, 0, 1.0, True)
     assert columns == 0
@@ -275,14 +275,14 @@ def test_the_sampler_hands_the_grid_its_columns(pack):
 def test_grid_node_draws_one_labelled_tile_per_target(pack):
     images = torch.rand(4, 32, 48, 3)
     labels = "sagi_end=0.1, salq_end=0.8\nsagi_end=0.1, salq_end=1\nsagi_end=0.2, salq_end=0.8\nsagi_end=0.2, salq_end=1"
-    grid, = batch_nodes.MCAGrid().draw(images, labels, 0, 64, "title")
+    grid, = batch_nodes.MCAGrid.execute(images, labels, 0, 64, "title")
     assert grid.shape[0] == 1 and grid.shape[3] == 3
     assert grid.shape[2] == 2 * (64 + 6) + 6, "columns 0: a square-ish grid, 2 x 2 for 4 tiles"
     assert grid.shape[1] > 2 * 64 and float(grid.std()) > 0.05
-    three, = batch_nodes.MCAGrid().draw(images[:3], "a\nb\nc", 3, 64)
+    three, = batch_nodes.MCAGrid.execute(images[:3], "a\nb\nc", 3, 64)
     assert three.shape[2] == 3 * 70 + 6
     with pytest.raises(ValueError, match="4 images but 3 labels"):
-        batch_nodes.MCAGrid().draw(images, "a\nb\nc", 0, 64)
+        batch_nodes.MCAGrid.execute(images, "a\nb\nc", 0, 64)
 
 
 class FakeClip:
@@ -297,11 +297,11 @@ class FakeClip:
 
 
 def test_target_prompts_node_gives_one_labelled_prompt_per_line(pack):
-    conditioning, = batch_nodes.MCATargetPrompts().encode(FakeClip(), "a fox\n\n  a corgi dog \n")
+    conditioning, = batch_nodes.MCATargetPrompts.execute(FakeClip(), "a fox\n\n  a corgi dog \n")
     assert [options[LABEL_KEY] for _, options in conditioning] == ["a fox", "a corgi dog"]
     assert [float(tensor[0, 0, 0]) for tensor, _ in conditioning] == [5.0, 11.0]
     with pytest.raises(ValueError, match="0 targets"):
-        batch_nodes.MCATargetPrompts().encode(FakeClip(), " \n ")
+        batch_nodes.MCATargetPrompts.execute(FakeClip(), " \n ")
 
 
 # --- bad input --------------------------------------------------------------------------------------------
@@ -330,15 +330,15 @@ def test_bad_batches_get_clear_errors(pack):
     with pytest.raises(ValueError, match="not 'steps'.*one step count per pass"):
         parse_axis("steps", "10, 20")
     with pytest.raises(ValueError, match="already swept"):
-        batch_nodes.MCAScheduleSweep().sweep("sagi_end", "0.3", batch_nodes.MCAScheduleSweep().sweep("sagi_end",
+        batch_nodes.MCAScheduleSweep.execute("sagi_end", "0.3", batch_nodes.MCAScheduleSweep.execute("sagi_end",
                                                                                                      "0.1")[0])
     with pytest.raises(ValueError, match=r"sagi_end is a fraction \(0..1, or -1 for the preset's value\); the sweep "
                                          r"has 1.5"):
-        batch_nodes.MCAScheduleSweep().sweep("sagi_end", "1.5")
+        batch_nodes.MCAScheduleSweep.execute("sagi_end", "1.5")
     with pytest.raises(ValueError, match=r"sweep cell sagi_end=0.9: sagi_start \(0.95\) is after sagi_end \(0.9\)"):
-        attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", 0.95, -1, -1, -1, -1, -1,
+        attention_patch.MCAAttentionPatch.execute(model, SUBJECT_MASK, "swap", 0.95, -1, -1, -1, -1, -1,
                                                   edit_mask=EDIT_MASK,
-                                                  sweep=batch_nodes.MCAScheduleSweep().sweep("sagi_end", "0.9")[0])
+                                                  sweep=batch_nodes.MCAScheduleSweep.execute("sagi_end", "0.9")[0])
 
 
 def test_target_prompts_of_other_pooled_widths_are_refused(pack):

@@ -114,8 +114,7 @@ def test_generation_mode_with_the_patch_runs_from_seeded_noise(mods, tiny_model,
 
 
 def call_node(mods, model, subject, condition, sigmas=None, prompt_set=None, local_blend=True):
-    node = mods["sampler"].MCASampler()
-    return node.sample(model, *(prompt_set or prompts()), subject, condition, 0, CFG, local_blend, sigmas=sigmas)
+    return mods["sampler"].MCASampler.execute(model, *(prompt_set or prompts()), subject, condition, 0, CFG, local_blend, sigmas=sigmas)
 
 
 def test_bad_inputs_get_clear_errors(mods, tiny_model):
@@ -176,7 +175,7 @@ def test_trajectory_from_another_schedule_is_refused(mods, tiny_model):
 def test_latents_smaller_than_the_coarsest_site_are_refused(mods, tiny_model, size):
     tiny = {"samples": torch.zeros(1, 4, size, size)}
     with pytest.raises(ValueError, match=f"latent is {size}x{size}.*needs at least 8x8 \\(64x64 px\\)") as refused:
-        mods["invert_node"].MCADDIMInvert().invert(tiny_model, tiny, tiny_prompt(0), STEPS, 1.0)
+        mods["invert_node"].MCADDIMInvert.execute(tiny_model, tiny, tiny_prompt(0), STEPS, 1.0)
     assert "level level" not in str(refused.value)
     subject = inverted(mods, tiny_model, 1)
     with pytest.raises(ValueError, match="needs at least 8x8"):

@@ -156,28 +156,39 @@ def _other_steps(graph: dict) -> dict:
     return graph
 
 
-BAD_INPUTS = [
+BAD_INPUTS = [  # (task, change, message, when: refused as the prompt is queued, or when it runs)
     ("swap", _vae_encoded_condition, "swap preset needs the condition image inverted: connect the condition LATENT "
-                                     "from MCA DDIM Invert"),
-    ("add", _unpatched, "MCA Sampler needs the model from MCA Attention Patch"),
-    ("generation", _other_target_prompt, "target_text on MCA Attention Patch is not the text of the target_prompt"),
-    ("swap", _patch(sagi_start=0.5, sagi_end=0.2), "sagi_start (0.5) is after sagi_end (0.2)"),
-    ("swap", _patch(salq_start=0.9, salq_end=0.5), "salq_start (0.9) is after salq_end (0.5)"),
-    ("swap", _patch(sagi_end=-0.5), "sagi_end = -0.5: use a value in 0..1, or exactly -1"),
-    ("generation", _patch(token_indices="500"), "token_indices [500] are outside 1..8"),
-    ("generation", _patch(token_indices="-2, 3"), "token_indices [-2] are outside"),
-    ("generation", _tiny_generation_latent, "needs at least 8x8 (64x64 px)"),
-    ("swap", _other_steps, "condition was inverted with 2 steps but the subject has 3"),
-    ("swap", lambda g: (g["patch"]["inputs"].pop("edit_mask"), g)[1], "swap preset needs an edit_mask"),
-    ("generation", _patch(subject_words="giraffe"), "'giraffe' does not occur"),
+                                     "from MCA DDIM Invert", "run"),
+    ("add", _unpatched, "MCA Sampler needs the model from MCA Attention Patch", "run"),
+    ("generation", _other_target_prompt, "target_text on MCA Attention Patch is not the text of the target_prompt",
+     "run"),
+    ("swap", _patch(sagi_start=0.5, sagi_end=0.2), "sagi_start (0.5) is after sagi_end (0.2)", "queued"),
+    ("swap", _patch(salq_start=0.9, salq_end=0.5), "salq_start (0.9) is after salq_end (0.5)", "queued"),
+    ("swap", _patch(sagi_end=-0.5), "sagi_end is a fraction (0..1, or -1 for the preset's value); got -0.5",
+     "queued"),
+    ("generation", _patch(token_indices="500"), "token_indices [500] are outside 1..8", "run"),
+    ("generation", _patch(token_indices="-2, 3"), "token_indices [-2] are outside", "queued"),
+    ("generation", _tiny_generation_latent, "needs at least 8x8 (64x64 px)", "run"),
+    ("swap", _other_steps, "condition was inverted with 2 steps but the subject has 3", "run"),
+    ("swap", lambda g: (g["patch"]["inputs"].pop("edit_mask"), g)[1], "swap preset needs an edit_mask", "run"),
+    ("generation", _patch(subject_words="giraffe"), "'giraffe' does not occur", "run"),
 ]
 
 
+def refusal(prompt: dict, executor) -> tuple[str, str]:
+    """Where a bad prompt is refused (as it is queued, by validation, or when it runs) and the error."""
+    try:
+        ran, _ = comfy_host.execute_prompt(prompt, executor)
+    except AssertionError as error:  # execute_prompt's "prompt did not validate", with ComfyUI's node errors
+        return "queued", str(error)
+    return "run", comfy_host.execution_error(ran) or ""
+
+
 def test_bad_inputs_are_refused_clearly_and_the_next_run_succeeds(executor):
-    for task, change, message in BAD_INPUTS:
-        ran, _ = comfy_host.execute_prompt(change(mca_task(task, random_models.RANDOM_CHECKPOINT)), executor)
-        error = comfy_host.execution_error(ran) or ""
-        assert message in error, f"{task} / {change}: expected '{message}', got '{error}'"
+    for task, change, message, when in BAD_INPUTS:
+        where, error = refusal(change(mca_task(task, random_models.RANDOM_CHECKPOINT)), executor)
+        assert (where, message in error) == (when, True), f"{task} / {change}: expected '{message}' {when}, " \
+                                                          f"got '{error}' {where}"
     run(executor, mca_task("swap", random_models.RANDOM_CHECKPOINT, seed=5))
 
 

@@ -156,7 +156,7 @@ def test_chroma_runs_every_task_with_prompts_of_different_lengths_through_the_no
     mca = patch_model(model, PRESETS[task], SCHEDULE, SUBJECT_MASK, None if generation else EDIT_MASK,
                       subject=[1, 2] if generation else None)
     start = {"samples": torch.zeros(1, 16, 8, 8)} if generation else condition
-    target, rows, edit, *_ = sampler.MCASampler().sample(
+    target, rows, edit, *_ = sampler.MCASampler.execute(
         mca, prompt(1, 24), prompt(2, 20), prompt(3, 16), prompt(9, 12), subject, start, 7, 3.0, True)
     assert target["samples"].shape == (1, 16, 8, 8) and bool(torch.isfinite(rows["samples"]).all())
     if generation:

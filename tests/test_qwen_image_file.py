@@ -38,7 +38,7 @@ def test_swap_through_the_nodes_on_the_full_width_model(qwen_image):
     """The patch node with the preset, real CFG (4, the template's), prompts of four lengths: SAGI then SALQ run,
     and the target keeps the condition outside the edit mask."""
     patched, state, subject, condition, clean = preset_swap(qwen_image, LATENT, qwen_prompt(0, 5))
-    target, rows, *_ = sampler.MCASampler().sample(patched, qwen_prompt(1, 9), qwen_prompt(2, 7), qwen_prompt(3, 11),
+    target, rows, *_ = sampler.MCASampler.execute(patched, qwen_prompt(1, 9), qwen_prompt(2, 7), qwen_prompt(3, 11),
                                                    qwen_prompt(9, 4), subject, condition, 0, 4.0, True)
     assert torch.isfinite(rows["samples"]).all() and target["samples"].shape == LATENT
     assert {op for *_, (op,), _ in state.trace} == {Op.SAGI, Op.SALQ}, "3 steps: SAGI at step 0, SALQ after"

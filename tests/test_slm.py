@@ -55,8 +55,8 @@ def nodes(pack):
 
 @pytest.fixture(scope="module")
 def loaded(nodes, models_root):
-    sam = nodes.MCASAMLoader().load("tiny_sam.pth", "cpu")[0]
-    dino = nodes.MCAGroundingDINOLoader().load("tiny_dino.pth", "cpu")[0]
+    sam = nodes.MCASAMLoader.execute("tiny_sam.pth", "cpu")[0]
+    dino = nodes.MCAGroundingDINOLoader.execute("tiny_dino.pth", "cpu")[0]
     return sam, dino
 
 
@@ -69,7 +69,7 @@ def segment(nodes, loaded, image, **kw):
     options = dict(phrase=PHRASE, box_threshold=0.3, text_threshold=0.25, dilation=0, if_nothing_found="error",
                    detection_size=DETECTION_SIZE)
     options.update(kw)
-    return nodes.MCASLMMask().segment(*loaded, image, **options)
+    return nodes.MCASLMMask.execute(*loaded, image, **options)
 
 
 def best_score(loaded, image) -> float:
@@ -81,8 +81,8 @@ def best_score(loaded, image) -> float:
 
 
 def test_loaders_list_the_folder_and_load(nodes, models_root, loaded):
-    sam_inputs = nodes.MCASAMLoader.INPUT_TYPES()["required"]["model_name"][0]
-    dino_inputs = nodes.MCAGroundingDINOLoader.INPUT_TYPES()["required"]["model_name"][0]
+    sam_inputs = nodes.MCASAMLoader.INPUT_TYPES()["required"]["model_name"][1]["options"]
+    dino_inputs = nodes.MCAGroundingDINOLoader.INPUT_TYPES()["required"]["model_name"][1]["options"]
     assert "tiny_sam.pth" in sam_inputs and "tiny_dino.pth" in dino_inputs
     assert not any(name.endswith(".json") for name in dino_inputs)
     assert loaded[0].module.image_encoder.img_size == 64
@@ -175,9 +175,9 @@ def test_truncated_and_missing_checkpoints_give_clear_errors(nodes, models_root)
     truncated = models_root["sams"] / "truncated_sam.pth"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated_sam.pth .* is not a PyTorch weights file.*Download it again"):
-        nodes.MCASAMLoader().load("truncated_sam.pth", "cpu")
+        nodes.MCASAMLoader.execute("truncated_sam.pth", "cpu")
     with pytest.raises(FileNotFoundError, match="sam_vit_h_4b8939.pth.*nothing is downloaded"):
-        nodes.MCASAMLoader().load("absent.pth", "cpu")
+        nodes.MCASAMLoader.execute("absent.pth", "cpu")
 
 
 @pytest.mark.parametrize("seed", range(16))
@@ -185,13 +185,13 @@ def test_random_bytes_are_named_and_refused(nodes, models_root, seed):
     name = f"random_{seed}.pth"
     (models_root["sams"] / name).write_bytes(np.random.RandomState(seed).bytes(4096))
     with pytest.raises(ValueError, match=rf"{name} .* is not a PyTorch weights file"):
-        nodes.MCASAMLoader().load(name, "cpu")
+        nodes.MCASAMLoader.execute(name, "cpu")
 
 
 def test_garbage_safetensors_is_named_and_refused(nodes, models_root):
     (models_root["sams"] / "garbage.safetensors").write_bytes(np.random.RandomState(0).bytes(4096))
     with pytest.raises(ValueError, match="garbage.safetensors .* is not a readable .safetensors file.*Download"):
-        nodes.MCASAMLoader().load("garbage.safetensors", "cpu")
+        nodes.MCASAMLoader.execute("garbage.safetensors", "cpu")
 
 
 class _RunsCode:
@@ -204,7 +204,7 @@ def test_a_pickle_with_code_is_refused_as_such_and_never_runs(nodes, models_root
     torch.save({"weights": torch.zeros(2), "payload": _RunsCode()}, models_root["sams"] / "code.pth")
     with pytest.raises(ValueError, match=r"code.pth was not loaded: it is a pickle that contains Python code.*"
                                          r"torch: .*GLOBAL posix.system"):
-        nodes.MCASAMLoader().load("code.pth", "cpu")
+        nodes.MCASAMLoader.execute("code.pth", "cpu")
     assert not (tmp_path / "mca_pickle_ran").exists()
 
 
@@ -213,7 +213,7 @@ def test_weights_of_another_model_are_named_and_refused(nodes, models_root):
 
     shutil.copy(models_root["grounding-dino"] / "tiny_dino.pth", models_root["sams"] / "dino_in_sams.pth")
     with pytest.raises(ValueError, match="dino_in_sams.pth is not a segment-anything \\(SAM\\) checkpoint"):
-        nodes.MCASAMLoader().load("dino_in_sams.pth", "cpu")
+        nodes.MCASAMLoader.execute("dino_in_sams.pth", "cpu")
 
 
 def run_detection(checkpoint: Path, extra_path: str | None) -> dict:

@@ -17,7 +17,7 @@ SUBJECT_MASK, EDIT_MASK = square_mask(64, 16, 48), square_mask(64, 8, 40)
 def preset_swap(model, latent_shape: tuple, empty: list, steps: int = 3) -> tuple:
     """(patched model, its state with a trace, subject, condition, the condition's latent): MCA Attention Patch with
     every widget at -1 (the family preset), and seeded images of ``latent_shape`` inverted over ``steps`` steps."""
-    (patched,) = attention_patch.MCAAttentionPatch().patch(model, SUBJECT_MASK, "swap", -1.0, -1.0, -1.0, -1.0, -1.0,
+    (patched,) = attention_patch.MCAAttentionPatch.execute(model, SUBJECT_MASK, "swap", -1.0, -1.0, -1.0, -1.0, -1.0,
                                                           -1, edit_mask=EDIT_MASK)
     state = mca_state(patched)
     state.trace = []
@@ -38,11 +38,11 @@ def check_swap_through_the_sampler(model, preset, schedule, prompts: tuple, subj
     """Through the MCA Sampler node: the target equals the condition outside the edit mask (``outside``, at latent
     size), differs inside it from the same graph with empty step ranges, and rows 0 and 1 end at their clean
     latents. A 5-D latent (Qwen-Image) is read at its one frame."""
-    node = sampler.MCASampler()
+    node = sampler.MCASampler
     args = (*prompts, subject, condition, 0, cfg, True)
-    target, rows, *_ = node.sample(patch_model(model, preset, schedule, SUBJECT_MASK, EDIT_MASK), *args)
+    target, rows, *_ = node.execute(patch_model(model, preset, schedule, SUBJECT_MASK, EDIT_MASK), *args)
     silent = MCASchedule(sagi_start=0.0, sagi_end=0.0, salq_start=0.0, salq_end=0.0, salq_first_site=0)
-    plain, *_ = node.sample(patch_model(model, preset, silent, SUBJECT_MASK, EDIT_MASK), *args)
+    plain, *_ = node.execute(patch_model(model, preset, silent, SUBJECT_MASK, EDIT_MASK), *args)
     assert target["samples"].shape == condition["samples"].shape
 
     def image(latent):

@@ -83,14 +83,20 @@ def min_latent_side(model) -> int:
 
 
 def model_source(model) -> dict:
-    """What an inversion made with ``model`` records: its family, latent format and sampling type."""
+    """What an inversion made with ``model`` records: its family, latent format, sampling type and noise settings."""
     import comfy.model_sampling
 
     sampling = model.get_model_object("model_sampling")
     kind = next((name for name in ("CONST", "V_PREDICTION", "EPS")
                  if isinstance(sampling, getattr(comfy.model_sampling, name))), type(sampling).__name__)
     return {"family": model_family(model), "latent_format": type(model.model.latent_format).__name__,
-            "sampling": kind}
+            "sampling": kind, "settings": sampling_settings(sampling)}
+
+
+def sampling_settings(sampling) -> str:
+    """A model's noise settings as ModelSampling nodes change them: shift, multiplier and the sigma range."""
+    parts = [f"{name} {float(getattr(sampling, name)):g}" for name in ("shift", "multiplier") if hasattr(sampling, name)]
+    return ", ".join([*parts, f"sigmas {float(sampling.sigma_min):.4g} to {float(sampling.sigma_max):.4g}"])
 
 
 def model_adapter(model) -> ModelAdapter:
