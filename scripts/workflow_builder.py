@@ -41,6 +41,10 @@ LOW_QUALITY_ZOOM = 8 / 14
 # 1024 px wide): a 253 x 200 px box 4 px from the window's right edge and 58 px from its bottom, above the zoom
 # buttons' row (measured by tests/test_frontend.py).
 MINIMAP, MINIMAP_INSET = (253, 200), (4, 58)  # px: width, height; from the right edge, from the bottom
+# Frontend 1.47.10 (ComfyUI 0.29) shows its notices (e.g. "3 errors found" when model files are missing: a box at
+# [1548, 94, 368, 121]) in a column at the window's top right, over the canvas: the saved view keeps the Note left
+# of it too.
+TOASTS = 372  # px from the right edge
 # The Note's text: a textarea in the frontend's font size for text widgets (the setting Comfy.TextareaWidget.FontSize,
 # 10 px by default), scaled with the canvas. The saved view opens at the zoom that draws it READABLE_PX tall.
 NOTE_FONT, READABLE_PX = 10, 10  # px
@@ -296,15 +300,16 @@ def minimap_box() -> tuple[int, int, int, int]:
 
 def open_view(placed: Layout, notes: int = 1) -> dict:
     """The saved view (``extra.ds``): at ``OPEN_ZOOM`` (the Note's text ``READABLE_PX`` tall on screen), the last
-    row's top ``MARGIN`` px below the top bars and its notes' right edge ``MARGIN`` px left of the default minimap,
-    so that the Note and the Output group beside it are in full view, the minimap over neither. The whole graph
+    row's top ``MARGIN`` px below the top bars and its notes' right edge ``MARGIN`` px left of the default minimap
+    and of the newer frontend's notifications, so that the Note and the Output group beside it are in full view, the
+    minimap and the notifications over neither. The whole graph
     still fits the window at a zoom where the frontend draws titles (the fit view, the docs' screenshots)."""
     if placed.zoom < LOW_QUALITY_ZOOM:
         raise ValueError(f"the graph ({placed.width} x {placed.height}) fits the window only at {placed.zoom:.2f} "
                          f"zoom, below the frontend's low-detail zoom {LOW_QUALITY_ZOOM:.3f}: lay it out smaller")
     scale = OPEN_ZOOM
     right = placed.note_origin[0] + notes_width(notes)  # graph units
-    screen_right, screen_top = minimap_box()[0] - MARGIN, TOP_BARS + MARGIN
+    screen_right, screen_top = min(minimap_box()[0], WINDOW[0] - TOASTS) - MARGIN, TOP_BARS + MARGIN
     return {"scale": scale, "offset": [round(screen_right / scale - right, 1),
                                        round(screen_top / scale - placed.note_origin[1], 1)]}
 

@@ -80,9 +80,7 @@ def test_template_browser_shows_the_pack_templates_with_thumbnails(page, tmp_pat
         card = page.evaluate("""(name) => {
             const title = [...document.querySelectorAll('[role=dialog] h3')].find(h => h.innerText.trim() === name);
             if (!title) return null;
-            let card = title;
-            while (card && !card.querySelector('img')) card = card.parentElement;
-            card.scrollIntoView({block: 'center'});
+            title.scrollIntoView({block: 'center'});  // the card renders its picture once in view
             return {title: title.innerText.trim(), description: title.nextElementSibling?.innerText.trim()};
         }""", task)
         assert card, f"the template browser lists no {task}"
@@ -90,8 +88,8 @@ def test_template_browser_shows_the_pack_templates_with_thumbnails(page, tmp_pat
             const title = [...document.querySelectorAll('[role=dialog] h3')].find(h => h.innerText.trim() === name);
             let card = title;
             while (card && !card.querySelector('img')) card = card.parentElement;
-            const image = card.querySelector('img');
-            return image.complete && image.naturalWidth > 0;
+            const image = card && card.querySelector('img');
+            return Boolean(image && image.complete && image.naturalWidth > 0);
         }""", arg=task, timeout=30_000)
         card["image"] = page.evaluate("""(name) => {
             const title = [...document.querySelectorAll('[role=dialog] h3')].find(h => h.innerText.trim() === name);
