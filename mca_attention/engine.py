@@ -68,19 +68,16 @@ def warn_alike(state: MCAState, tables: dict, steps: int, said: list[str]) -> No
                                               f"are the same image: use more steps, or values further apart.", said)
 
 
-def log_schedule(state: MCAState, table: list, label: str, said: list[str]) -> None:
-    """The step x site table and a one-line summary in the log; the summary (up to ``UI_CELLS`` cells) on the
-    node; a warning when neither SAGI nor SALQ runs."""
+def log_schedule(state: MCAState, table: list, label: str, said: list[str], shown: bool = True) -> None:
+    """The step x site table and a one-line summary in the log; the summary on the node when ``shown``; a warning
+    when neither SAGI nor SALQ runs."""
     summary = describe_run(table)
     cell = f" [{label}]" if label else ""
     logger.info("MCA on %s%s, %d steps x %d sites: %s. One line per step, one character per site (G = SAGI, "
                 "L = SALQ, . = ordinary):\n%s", state.family, cell, len(table), state.num_sites, summary,
                 format_table(table))
-    shown = sum(line.startswith("MCA on ") for line in said)
-    if shown < UI_CELLS:
+    if shown:
         said.append(f"MCA on {state.family}{cell}, {len(table)} steps x {state.num_sites} sites: {summary}")
-    elif shown == UI_CELLS:
-        said.append(f"MCA on ... {len(state.labels) - UI_CELLS} more cells: every table is in the log")
     if not any(op is not Op.NONE for row in table for op in row):
         message = (f"MCA Sampler{cell}: no SAGI and no SALQ step runs under this schedule ({summary}): the result "
                    f"is a plain image. Widen the step ranges on MCA Attention Patch or use more steps.")
@@ -150,8 +147,11 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     said: list[str] = []  # this run's text on the node: the schedule, the pass split, the warnings
     steps = shared.sigmas.numel() - 1
     tables = state.tables(steps, [cell.schedule for cell in cells])
-    for index, table in tables.items():
-        log_schedule(state, table, state.labels[index], said)
+    for position, (index, table) in enumerate(tables.items()):
+        log_schedule(state, table, state.labels[index], said, shown=position < UI_CELLS)
+    if len(tables) > UI_CELLS:
+        hidden = len(tables) - UI_CELLS
+        said.append(f"MCA on ... {hidden} more cell{'s' * (hidden != 1)}: every table is in the log")
     if not seeded:
         tell(state, f"seed {seed}", SEED_UNUSED.format(seed=seed), said)
     if cfg > 1 and state.distilled:

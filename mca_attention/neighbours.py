@@ -17,7 +17,6 @@ import torch
 
 from .adapters import adapter_class
 from .adapters.hook import SiteHook
-from .adapters.unet import UNetAdapter
 from .prompts import PROMPT_NAMES
 
 REMOVE = "Remove it from the MODEL path of the MCA Sampler (or connect the Sampler's MODEL from before it)."
@@ -72,7 +71,6 @@ REFUSED_PATCHES = {
                                                                       "MCA rows take no reference images", REMOVE),
 }
 ROPE_KEY = "rope_options"  # ScaleROPE
-OVERRIDE_KEY = "optimized_attention_override"  # where the DiT adapters install MCA's attention
 
 # Conditioning keys (on any prompt, the negative included) -> (the nodes that set them, why, what to do).
 ALL_ROWS = ("MCA samples its rows as one batch, so it would act on the condition and subject rows too, whose "
@@ -184,24 +182,15 @@ def calls_mca(item, depth: int = 0) -> bool:
 
 
 def _check_mca_in_place(model, transformer_options: dict) -> None:
-    """Refuse self-attention that a node after MCA Attention Patch put in place of MCA's (ComfyUI calls only one)
-    without calling MCA's."""
+    """Refuse self-attention that a node after MCA Attention Patch put in place of MCA's without calling MCA's
+    (ComfyUI calls only what sits there, so MCA's attention would not run)."""
     adapter = adapter_class(model)
-    if adapter is not None and issubclass(adapter, UNetAdapter):
-        replaced = transformer_options.get("patches_replace", {}).get("attn1", {})
-        for key, item in replaced.items():
-            if not calls_mca(item):
-                raise ValueError(f"MCA Sampler: self-attention at {key} is replaced by {'.'.join(origin(item))} "
-                                 f"(transformer_options['patches_replace']['attn1']), set after MCA Attention Patch, "
-                                 f"so ComfyUI would call it, or MCA's, not both. Connect that node before MCA "
-                                 f"Attention Patch (MCA then runs it for the rows it does not rebuild), or remove "
-                                 f"it.")
-    elif adapter is not None and not calls_mca(transformer_options.get(OVERRIDE_KEY)):
-        item = transformer_options.get(OVERRIDE_KEY)
-        raise ValueError(f"MCA Sampler: the attention of this model is overridden by {'.'.join(origin(item))} "
-                         f"(transformer_options['{OVERRIDE_KEY}']), set after MCA Attention Patch, so MCA's "
-                         f"attention never runs. Connect that node before MCA Attention Patch (MCA then calls it for "
-                         f"every row it does not rebuild), or remove it.")
+    for where, item in ({} if adapter is None else adapter.hooks(transformer_options)).items():
+        if not calls_mca(item):
+            raise ValueError(f"MCA Sampler: self-attention at {where} is replaced by {'.'.join(origin(item))}, set "
+                             f"after MCA Attention Patch, so MCA's attention never runs there. Connect that node "
+                             f"before MCA Attention Patch (MCA then runs it for the rows it does not rebuild), or "
+                             f"remove it.")
 
 
 def check_prompt_options(conditioning: list, name: str, row: bool) -> None:

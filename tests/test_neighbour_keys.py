@@ -141,8 +141,8 @@ def test_self_attention_replaced_after_the_patch_is_refused(sd15):
 
     after = patched(model).clone()
     after.set_model_attn1_replace(other_attention, "output", 3, 0)
-    with pytest.raises(ValueError, match=r"self-attention at \('output', 3, 0\) is replaced by .*other_attention.* set "
-                                         r"after MCA Attention Patch"):
+    with pytest.raises(ValueError, match=r"self-attention at .*\[\('output', 3, 0\)\] is replaced by .*other_attention.* "
+                                         r"set after MCA Attention Patch"):
         engine.mca_sample(after, *prompts(), subject, condition, 0, CFG)
     before = model.clone()
     before.set_model_attn1_replace(other_attention, "output", 3, 0)
@@ -338,8 +338,8 @@ def test_attention_overridden_after_the_patch_is_refused_on_a_dit(flux):
     options = dict(mca.model_options["transformer_options"])
     options["optimized_attention_override"] = lambda func, *args, **kwargs: func(*args, **kwargs)
     mca.model_options["transformer_options"] = options
-    with pytest.raises(ValueError, match=r"overridden by .*optimized_attention_override.*set after MCA Attention "
-                                         r"Patch, so MCA's attention never runs"):
+    with pytest.raises(ValueError, match=r"self-attention at transformer_options\['optimized_attention_override'\] is "
+                                         r"replaced by .*set after MCA Attention Patch, so MCA's attention never runs"):
         flux_sample(flux, mca)
     from dense_reference import recording_override  # wraps MCA's override (and calls it): MCA still runs
 

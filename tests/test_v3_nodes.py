@@ -155,7 +155,7 @@ def test_the_schedule_and_the_pass_split_reach_the_node(pack, monkeypatch):
     import server as comfy_server_module
     from comfy_execution.utils import CurrentNodeContext
 
-    from mca_ctrl.mca_attention import invert
+    from mca_ctrl.mca_attention import engine, invert
 
     recorder = ProgressTextRecorder()
     monkeypatch.setattr(comfy_server_module.PromptServer, "instance", recorder, raising=False)
@@ -181,6 +181,13 @@ def test_the_schedule_and_the_pass_split_reach_the_node(pack, monkeypatch):
         "MCA on Stable Diffusion 1.x [sagi_end=0.5], 4 steps x 16 sites: SAGI: steps 0-1 (2 of 4) at sites 0-15; SALQ: steps 2-3 "
         "(2 of 4) at sites 9-15"], text
     assert "2 targets in 2 passes of at most 1" in text and "seed 0 changes nothing" in text
+    monkeypatch.setattr(engine, "UI_CELLS", 1)  # more cells than the node shows: the rest are counted
+    with CurrentNodeContext("prompt", "8"):
+        NODE_CLASS_MAPPINGS["MCA_Sampler"].execute(mca, tiny_prompt(1), tiny_prompt(2), tiny_prompt(3),
+                                                   tiny_prompt(9), inverted, inverted, 0, 5.0, True)
+    lines = recorder.texts[-1][1].split("\n")
+    assert lines[0].startswith("MCA on Stable Diffusion 1.x [sagi_end=0.25]") and lines[1] == \
+        "MCA on ... 1 more cell: every table is in the log" and "2 targets in one pass" in lines[-1], lines
 
 
 def test_slm_mask_reports_progress_per_image_and_honours_cancel(pack, monkeypatch):

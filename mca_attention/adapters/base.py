@@ -98,6 +98,12 @@ class ModelAdapter(ABC):
     def install(self, patched, state) -> None:
         """Put the MCA hook on every site of ``patched`` (a clone), chaining what was there before."""
 
+    @staticmethod
+    @abstractmethod
+    def hooks(transformer_options: dict) -> dict[str, object]:
+        """What sits now where ``install`` puts MCA's hooks, by where it sits (a node after the patch may have put
+        something else there)."""
+
     @abstractmethod
     def text_width(self) -> int:
         """The width of the text tokens the model reads (its text encoder's output)."""

@@ -234,6 +234,10 @@ class MMDiTAdapter(ModelAdapter):
         vector_in = getattr(self.model.get_model_object("diffusion_model"), "vector_in", None)
         return None if vector_in is None else int(vector_in.in_layer.in_features)  # Flux: CLIP-L pooled; Chroma none
 
+    @staticmethod
+    def hooks(transformer_options: dict) -> dict[str, object]:
+        return {f"transformer_options['{OVERRIDE_KEY}']": transformer_options.get(OVERRIDE_KEY)}
+
     def install(self, patched, state: MCAState) -> None:
         site_index = {site.key: site.index for site in self.sites}
         options = dict(patched.model_options.get("transformer_options", {}))

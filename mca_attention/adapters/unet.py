@@ -135,6 +135,11 @@ class UNetAdapter(ModelAdapter):
     def pooled_width(self) -> int | None:
         return 0 if getattr(self.model.model, "adm_channels", 0) else None  # SDXL family: pooled text in its ADM
 
+    @staticmethod
+    def hooks(transformer_options: dict) -> dict[str, object]:
+        replaced = transformer_options.get("patches_replace", {}).get("attn1", {})
+        return {f"transformer_options['patches_replace']['attn1'][{key}]": item for key, item in replaced.items()}
+
     def install(self, patched, state: MCAState) -> None:
         existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
         for site in self.sites:
