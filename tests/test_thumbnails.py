@@ -84,24 +84,21 @@ def test_template_browser_shows_the_pack_templates_with_thumbnails(page, tmp_pat
             return {title: title.innerText.trim(), description: title.nextElementSibling?.innerText.trim()};
         }""", task)
         assert card, f"the template browser lists no {task}"
-        page.wait_for_function("""(name) => {
+        card["image"] = page.wait_for_function("""(name) => {
             const title = [...document.querySelectorAll('[role=dialog] h3')].find(h => h.innerText.trim() === name);
+            // the card: the widest element around the title that holds no other title (so never a neighbour's image)
             let card = title;
-            while (card && !card.querySelector('img')) card = card.parentElement;
-            const image = card && card.querySelector('img');
-            return Boolean(image && image.complete && image.naturalWidth > 0);
-        }""", arg=task, timeout=30_000)
-        card["image"] = page.evaluate("""(name) => {
-            const title = [...document.querySelectorAll('[role=dialog] h3')].find(h => h.innerText.trim() === name);
-            let card = title;
-            while (card && !card.querySelector('img')) card = card.parentElement;
-            const image = card.querySelector('img');
-            return [image.naturalWidth, image.naturalHeight];
-        }""", task)
+            while (card.parentElement && card.parentElement.querySelectorAll('h3').length === 1) card = card.parentElement;
+            // its picture once loaded (the frontend adds the <img> when the card is in view, a skeleton before)
+            const images = [...card.querySelectorAll('img')];
+            if (images.some(i => i.src.includes('default-template'))) return 'the placeholder: the picture failed';
+            const image = images[0];
+            return image && image.complete && image.naturalWidth > 0 ? [image.naturalWidth, image.naturalHeight] : null;
+        }""", arg=task, timeout=30_000).json_value()
         cards.append(card)
     print(cards)
     for task, card in zip(TASKS, cards):
-        assert card["image"] == list(build_thumbnails.SIZE), f"{task}: the card shows a {card['image']} picture"
+        assert card["image"] == list(build_thumbnails.SIZE), f"{task}: the card shows {card['image']}"
         assert card["description"] == task.replace("_", " "), card  # the frontend's description: the name again
         assert served.get(f"{task}.jpg") == 200, f"{task}.jpg was not served: {served}"
     shown = page.evaluate("""() => [...document.querySelectorAll('[role=dialog] h3')].map(h => h.innerText.trim())""")
