@@ -65,7 +65,11 @@ def test_comfyuis_prompt_validation_refuses_a_bad_sweep_before_anything_runs(pac
 
 
 def test_sweep_cells_that_run_the_same_table_at_few_steps_are_named(sd15, caplog, monkeypatch):
-    """sagi_end 0.1 and 0.3 at 3 steps both run SAGI at step 0 only: the same image twice, said on the node."""
+    """sagi_end 0.1 and 0.3 at 3 steps both run SAGI at step 0 only: the same image twice, said on the node.
+
+    The same to float rounding, not bit for bit: a CPU's matrix kernels may round a row differently by its place
+    in the batch (on AVX-512, rows 8 and 9 of a 10-row product differ from rows 0-7 in the last bits), and 3 steps
+    at cfg 5 grow that to about 1e-4 here; the third cell differs by about 0.3."""
     import mca_ctrl.mca_attention.engine as engine_module
 
     told = []
@@ -77,7 +81,8 @@ def test_sweep_cells_that_run_the_same_table_at_few_steps_are_named(sd15, caplog
     with caplog.at_level(logging.WARNING):
         out = engine.mca_sample(mca, tiny_prompt(1), tiny_prompt(2), tiny_prompt(3), tiny_prompt(9), subject,
                                 condition, 0, 5.0)
-    assert torch.equal(out.targets[0], out.targets[1]) and not torch.equal(out.targets[0], out.targets[2])
+    torch.testing.assert_close(out.targets[1], out.targets[0], rtol=0, atol=1e-3)
+    assert (out.targets[2] - out.targets[0]).abs().max() > 0.05
     said = [line for m in told for line in m.split("\n") if "sweep cells" in line]
     assert said == ["MCA Sampler: the sweep cells sagi_end=0.1 and sagi_end=0.3 run SAGI and SALQ at the same steps "
                     "and sites at 3 steps, so their targets are the same image: use more steps, or values further "
