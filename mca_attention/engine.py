@@ -22,7 +22,7 @@ from .layout import BatchShape
 from .masks import resize_mask
 from .neighbours import check_neighbours
 from .prompts import PROMPT_NAMES, check_prompt_fits, check_target_prompt, prompt_label, single_prompt, \
-    stack_prompts, target_prompts
+    stack_prompts, target_names, target_prompts
 from .rows import SharedRows, shared_rows
 from .run import MCARun
 from .sampling import mca_sample_loop
@@ -136,7 +136,7 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     for conditioning, name in zip((condition_prompt, subject_prompt, negative), (PROMPT_NAMES[0], PROMPT_NAMES[1],
                                                                                 PROMPT_NAMES[3])):
         check_prompt_fits(state, conditioning, name)
-    names = [f"target prompt {i + 1}" if len(prompts) > 1 else "target_prompt" for i in range(len(prompts))]
+    names = target_names(len(prompts))
     for (tensor, options), name in zip(prompts, names):
         check_prompt_fits(state, [[tensor, options]], name)
         if state.edit_mask is None:
@@ -159,11 +159,12 @@ def mca_sample(model, condition_prompt, subject_prompt, target_prompt, negative,
     single = shared.single
     per_pass = targets_per_pass or fitting_targets(model, single.shape, len(cells), seeded)
     plan = plan_targets(cells, per_pass, seeded)
-    said.append(f"MCA Sampler: {len(cells)} target{'s' * (len(cells) != 1)} in one pass")
-    if len(plan.passes) > 1:
-        said[-1] = (f"MCA Sampler: {len(cells)} targets in {len(plan.passes)} passes of at most {per_pass} (each "
-                    f"pass holds the shared rows again)" + ("" if targets_per_pass else ": ComfyUI's free-memory "
-                                                            "estimate does not fit them all in one batch"))
+    if len(plan.passes) == 1:
+        said.append(f"MCA Sampler: {len(cells)} target{'s' * (len(cells) != 1)} in one pass")
+    else:
+        said.append(f"MCA Sampler: {len(cells)} targets in {len(plan.passes)} passes of at most {per_pass} (each pass "
+                    f"holds the shared rows again)" + ("" if targets_per_pass else ": ComfyUI's free-memory estimate "
+                                                       "does not fit them all in one batch"))
         logger.info("%s.", said[-1])
     warn_alike(state, tables, steps, said)
     tell_the_ui("\n".join(said))

@@ -17,7 +17,7 @@ import torch
 
 from .adapters import adapter_class
 from .adapters.hook import SiteHook
-from .prompts import PROMPT_NAMES
+from .prompts import PROMPT_NAMES, target_names
 
 REMOVE = "Remove it from the MODEL path of the MCA Sampler (or connect the Sampler's MODEL from before it)."
 EXTRA_CALLS = ("its guidance runs an extra model call of the whole batch through MCA's attention, which rebuilds the "
@@ -213,8 +213,7 @@ def check_neighbours(model, state, condition_prompt: list, subject_prompt: list,
     """What neighbouring nodes attached to the MCA Sampler's MODEL and prompts, honoured or refused by name."""
     check_model_options(model, state)
     targets = [[entry] for entry in target_prompt]
-    names = [f"target prompt {i + 1}" for i in range(len(targets))] if len(targets) > 1 else [PROMPT_NAMES[2]]
     for conditioning, name in [(condition_prompt, PROMPT_NAMES[0]), (subject_prompt, PROMPT_NAMES[1]),
-                               *zip(targets, names)]:
+                               *zip(targets, target_names(len(targets)))]:
         check_prompt_options(conditioning, name, row=True)
     check_prompt_options(negative, PROMPT_NAMES[3], row=False)

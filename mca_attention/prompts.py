@@ -137,15 +137,20 @@ def check_target_prompt(state: MCAState, target: torch.Tensor, name: str = "targ
                          f"both (and encode it with the same CLIP); several target prompts need an edit_mask.")
 
 
+def target_names(count: int) -> list[str]:
+    """How messages name ``count`` target prompts: "target_prompt" alone, "target prompt 1", ... of several."""
+    return [f"target prompt {i + 1}" for i in range(count)] if count > 1 else [PROMPT_NAMES[2]]
+
+
 def target_prompts(conditioning: list) -> list[tuple[torch.Tensor, dict]]:
     """The target prompts of a CONDITIONING: one plain prompt, or the several of MCA Target Prompts."""
     if len(conditioning) > 1 and all(LABEL_KEY in options for _, options in conditioning):
-        return [single_prompt([entry], f"target prompt {i + 1}") for i, entry in enumerate(conditioning)]
+        return [single_prompt([entry], name) for entry, name in zip(conditioning, target_names(len(conditioning)))]
     if len(conditioning) > 1:
         raise ValueError(f"target_prompt: MCA needs one plain prompt per target, got a conditioning with "
                          f"{len(conditioning)} entries (from Conditioning Combine / area nodes). Connect a CLIP Text "
                          f"Encode output directly, or MCA Target Prompts for several targets.")
-    return [single_prompt(conditioning, "target_prompt")]
+    return [single_prompt(conditioning, PROMPT_NAMES[2])]
 
 
 def prompt_label(options: dict, index: int) -> str:

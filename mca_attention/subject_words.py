@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from .cross_attention_mask import find_token_positions
 from .text import TextFacts
 
+CLIP_TEXT = TextFacts()  # the UNets' rule: CLIP's tokens as they are (frozen)
+
 MAX_TEXT_TOKENS = 75  # one 77-token chunk: start token, 75 text tokens, end token
 
 
@@ -87,7 +89,7 @@ def parse_indices(token_indices: str, text_tokens: int | None = None) -> list[in
 
 
 def subject_tokens(clip, target_text: str, subject_words: str, token_indices: str,
-                   text: TextFacts = TextFacts()) -> list[int]:
+                   text: TextFacts = CLIP_TEXT) -> list[int]:
     """Token positions of the subject word(s) in the target prompt (generation mode), as the model reads it.
 
     Positions count from the tokenizer's first token (CLIP's start token is kept); where the encoder cuts the

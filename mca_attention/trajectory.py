@@ -1,7 +1,7 @@
 """The inversion trajectory that travels along a LATENT wire, and its checks against a schedule.
 
 ``latent["mca_trajectory"] = {"latents": [steps + 1, batch, channels, h, w], "sigmas": [steps + 1],
-"source": {"family", "latent_format", "sampling"}}``, in *sampling* order: ``latents[i]`` is the latent at
+"source": {"family", "latent_format", "sampling", "settings"}}``, in *sampling* order: ``latents[i]`` is the latent at
 ``sigmas[i]`` (noisiest first, clean last), in the model's internal latent space (SD1.5: VAE latent x
 0.18215), which is where samplers work. ``source`` names the model that made it, so that a trajectory
 from another latent space (an SDXL inversion on an SD1.5 sampler, say) is refused rather than sampled.
@@ -19,7 +19,7 @@ TRAJECTORY_KEY = "mca_trajectory"
 class Trajectory:
     latents: torch.Tensor
     sigmas: torch.Tensor
-    source: dict | None = None  # {"family", "latent_format", "sampling"} of the model that inverted it
+    source: dict | None = None  # ``adapters.model_source`` of the model that inverted it
 
     @property
     def steps(self) -> int:

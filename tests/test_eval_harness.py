@@ -398,7 +398,7 @@ def test_patch_sweep_is_one_prompt_per_item_spread_over_servers_and_a_partly_don
         assert all(sweep_chain(prompt) == [("sagi_end", "0.0, 0.5"), ("salq_start", "0.0, 0.5")]
                    for prompt in first.prompts + second.prompts)
         folders = {item: [out / "items" / f"{item}__{cell}" for cell in CELLS] for item in ("cat_beach", "cat_snow")}
-        for item, cells in folders.items():
+        for cells in folders.values():
             records = [json.loads((folder / "item.json").read_text()) for folder in cells]
             for folder, record in zip(cells, records):
                 settings = made_with(folder)  # each folder holds the result of its own cell, not a neighbour's

@@ -18,7 +18,7 @@ from mca_ctrl.mca_attention.schedule import MCASchedule, Op
 from mca_ctrl.mca_attention.tasks import PRESETS, Task
 from mca_ctrl.mca_attention.unet_sites import find_attention_sites
 from mca_ctrl.mca_attention import invert
-from mca_ctrl.nodes import attention_patch, sampler
+from mca_ctrl.nodes import sampler
 from prompt_helpers import row_prompts
 from random_models import SDXL_FAMILY, square_mask
 

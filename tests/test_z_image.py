@@ -10,7 +10,7 @@ import torch
 
 import random_models
 from dense_reference import check_joint_calls, rope_rotation
-from prompt_helpers import stacked, tokenizer_clip
+from prompt_helpers import tokenizer_clip
 from user_path import check_swap_through_the_sampler, inverted_image, recorded_swap
 from random_models import square_mask, tiny_z_image_model, tiny_z_image_prompt
 from mca_ctrl.mca_attention import engine, invert
